@@ -1,0 +1,5 @@
+"""Allow ``python -m logstore``."""
+
+from logstore.cli import main
+
+raise SystemExit(main())
