@@ -91,7 +91,8 @@ class PartitionLog:
         self._sync_count = 0
         self._unflushed_messages = 0
         self._last_flush_ms = clock()
-        self._group = GroupCommit(self._sync_active)
+        self._writing = 0  # appenders that entered append() and have not finished writing
+        self._group = GroupCommit(self._sync_active, pending=lambda: self._writing)
         self.last_recovery = RecoveryReport(True, 0, 0, 0)
 
     # -- opening and recovery --------------------------------------------------
@@ -277,10 +278,16 @@ class PartitionLog:
                 "not a well-formed batch (length, magic or record count field is wrong); "
                 "build batches with logstore.storage.batch.build_batch"
             )
-        with self._lock:
-            base = self._append_locked(view, count, max_ts, length)
-            end = self._end_offset
-            sync = self.config.durability is Durability.ALWAYS or self._flush_due_locked()
+        with self._stats_lock:
+            self._writing += 1
+        try:
+            with self._lock:
+                base = self._append_locked(view, count, max_ts, length)
+                end = self._end_offset
+                sync = self.config.durability is Durability.ALWAYS or self._flush_due_locked()
+        finally:
+            with self._stats_lock:
+                self._writing -= 1
         if sync:
             self._group.await_durable(end)
         return base
