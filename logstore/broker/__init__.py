@@ -1,0 +1,1 @@
+"""The broker: topics, partitions and their rules, above storage and below gRPC."""
