@@ -197,8 +197,8 @@ def _spliced_batch(records: list[Record], base_offset: int, partition: int) -> b
 
 def _assert_same_records(parsed: records_pb2.RecordBatch, records: list[Record], base_offset: int) -> None:
     assert len(parsed.records) == len(records)
-    for i, (got, want) in enumerate(zip(parsed.records, records)):
-        assert parsed.base_offset + got.offset_delta == base_offset + i
+    assert parsed.base_offset == base_offset
+    for got, want in zip(parsed.records, records):
         assert got.timestamp_ms == want.timestamp
         assert got.HasField("key") == (want.key is not None)
         assert got.HasField("value") == (want.value is not None)
@@ -212,8 +212,8 @@ def _assert_same_records(parsed: records_pb2.RecordBatch, records: list[Record],
 def test_record_field_numbers_match_the_storage_format() -> None:
     """Record, Header and RecordBatch.records keep the numbers and types the stored bytes use."""
     fd = records_pb2.Record.DESCRIPTOR.fields_by_name
-    t = records_pb2.Record.DESCRIPTOR.fields_by_name["offset_delta"]
-    assert (fd["offset_delta"].number, fd["offset_delta"].type) == (1, t.TYPE_UINT32)
+    t = records_pb2.Record.DESCRIPTOR.fields_by_name["timestamp_ms"]
+    assert 1 not in {f.number for f in records_pb2.Record.DESCRIPTOR.fields}
     assert (fd["timestamp_ms"].number, fd["timestamp_ms"].type) == (2, t.TYPE_INT64)
     assert (fd["key"].number, fd["key"].type, fd["key"].has_presence) == (3, t.TYPE_BYTES, True)
     assert (fd["value"].number, fd["value"].type, fd["value"].has_presence) == (4, t.TYPE_BYTES, True)
@@ -273,7 +273,7 @@ def test_stock_encoded_records_decode_with_the_storage_decoder(records: list[Rec
     """A RecordBatch's records serialized by stock protobuf decode with storage's decode_records."""
     batch = records_pb2.RecordBatch()
     for i, r in enumerate(records):
-        pr = batch.records.add(offset_delta=i, timestamp_ms=r.timestamp)
+        pr = batch.records.add(timestamp_ms=r.timestamp)
         if r.key is not None:
             pr.key = r.key
         if r.value is not None:

@@ -62,6 +62,8 @@ class _MmapIndex:
         self.path = path
         self._entry_size = self.ENTRY.size
         self._capacity = max(1, max_bytes // self._entry_size)
+        if load and not path.exists():
+            raise IndexCorrupt(f"{path.name} is missing")
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         size = os.fstat(self._fd).st_size
         if load and size % self._entry_size == 0 and size // self._entry_size <= self._capacity:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Iterable
 
 from logstore.clock import Clock, wall_clock_ms
-from logstore.errors import InvalidArgument, LogClosed, OffsetOutOfRange, RecordTooLarge
+from logstore.errors import CorruptBatch, InvalidArgument, LogClosed, OffsetOutOfRange, RecordTooLarge
 from logstore.storage.batch import HEADER, HEADER_SIZE, MAGIC, build_batch, iter_batch_records
 from logstore.storage.checkpoint import fsync_dir, read_checkpoint, write_checkpoint
 from logstore.storage.config import Durability, LogConfig
@@ -419,11 +419,16 @@ class PartitionLog:
         try:
             return segment.read(offset, max_bytes)
         except IndexCorrupt as exc:
+            if segment.indexes_rebuilt:
+                raise CorruptBatch(f"{exc}: the batch there is damaged and will not be served") from None
             _LOGGER.warning("%s: %s; rebuilding the segment's indexes", self.directory, exc)
             with self._lock:
                 self._check_open_locked()
                 segment.rebuild_indexes_locked()
+        try:
             return segment.read(offset, max_bytes)
+        except IndexCorrupt as exc:
+            raise CorruptBatch(f"{exc}: the batch there is damaged and will not be served") from None
 
     def read_records(self, offset: int, max_bytes: int = 1 << 20) -> list[tuple[int, Record]]:
         """Decoded ``(offset, Record)`` pairs from ``offset`` on (for tools and tests)."""

@@ -178,6 +178,9 @@ class Segment:
             seg._walk_tail(base_offset + rel, pos)
             seg._timeindex.check(seg.next_offset - base_offset)
             last_ts = seg._timeindex.last_timestamp
+            if last_ts is None and seg.size:
+                # Sealing (and a clean close) always leaves a final time entry.
+                raise IndexCorrupt(f"{seg.timeindex_path.name} is empty but the segment is not")
             if last_ts is not None:
                 seg.max_timestamp = max(seg.max_timestamp, last_ts)
         except IndexCorrupt:
@@ -252,11 +255,21 @@ class Segment:
     def rebuild_indexes_locked(self) -> None:
         """Rebuild the indexes of a segment whose ``.log`` is trusted (no truncation)."""
         writable = self.state is SegmentState.ACTIVE
-        size = self.size
-        self._scan_locked(size, check_crc=False)
+        size, next_offset, max_ts = self.size, self.next_offset, self.max_timestamp
+        _mm, end = self._scan_locked(size, check_crc=False)
+        if end < size:
+            # A damaged header stops the scan: index the sound prefix only and
+            # keep the segment's extent, so reads past it report the damage.
+            _LOGGER.error("%s: damaged batch header at byte %d", self.log_path.name, end)
+            self.size, self.next_offset = size, next_offset
+            self.max_timestamp = max(self.max_timestamp, max_ts)
         if not writable:
             self._seal_indexes_locked()
+        self.indexes_rebuilt = True
         _LOGGER.warning("%s: indexes rebuilt from the log", self.log_path.name)
+
+    indexes_rebuilt = False
+    """Set once ``rebuild_indexes_locked`` ran; a second mismatch means damaged data."""
 
     def _scan_locked(self, file_size: int, *, check_crc: bool) -> tuple[mmap.mmap | None, int]:
         """Re-index whole batches from the start; return the mapping and where they end."""
@@ -492,30 +505,46 @@ class Segment:
         spans = []
         total = 0
         start = pos
+        expected = None  # the first batch was placed by position_of; later ones must continue it
         while pos < size:
-            length = _LENGTH.unpack_from(mm, pos + LENGTH_OFFSET)[0]
-            if pos + length > size or length < HEADER_SIZE:
-                raise CorruptBatch(f"{self.log_path.name}: impossible batch length at byte {pos}")
-            if spans and total + length > max_bytes:
+            if spans and total + _LENGTH.unpack_from(mm, pos + LENGTH_OFFSET)[0] > max_bytes:
                 break
+            header = self._header_at(mm, pos, size, expected)
+            if header is None:
+                if spans:
+                    break  # serve the sound batches before it; the next read reports it
+                raise CorruptBatch(
+                    f"{self.log_path.name}: the batch at byte {pos} has a damaged header; "
+                    "it will not be served"
+                )
+            base, length, count, _ = header
             spans.append((pos, length))
             total += length
             pos += length
+            expected = base + count
         for gap_start, gap_end in self._checked.gaps(start, pos):
-            self._verify_span(mm, gap_start, gap_end)
+            bad = self._verify_span(mm, gap_start, gap_end)
+            if bad is not None:
+                spans = [(p, n) for p, n in spans if p < bad]
+                if not spans:
+                    raise CorruptBatch(
+                        f"{self.log_path.name}: the batch at byte {bad} fails its CRC32C check; "
+                        "it will not be served"
+                    )
+                break
         return [mm[p : p + n] for p, n in spans]
 
-    def _verify_span(self, mm: mmap.mmap, start: int, end: int) -> None:
+    def _verify_span(self, mm: mmap.mmap, start: int, end: int) -> int | None:
+        """CRC-check the batches in [start, end); return the position of the first bad one."""
         pos = start
         while pos < end:
             header = self._header_at(mm, pos, end, None)
             if header is None or not verify_crc(mm, pos, header[1]):
-                raise CorruptBatch(
-                    f"{self.log_path.name}: the batch at byte {pos} fails its CRC32C check; "
-                    "it will not be served"
-                )
+                self._checked.add(start, pos)
+                return pos
             pos += header[1]
         self._checked.add(start, end)
+        return None
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """First offset in this segment whose record timestamp is >= ``timestamp``."""

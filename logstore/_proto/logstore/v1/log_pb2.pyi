@@ -29,16 +29,16 @@ LOG_POSITION_EARLIEST: LogPosition
 LOG_POSITION_LATEST: LogPosition
 
 class ProduceRequest(_message.Message):
-    __slots__ = ("topic", "records", "acks", "partition")
-    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("records", "topic", "acks", "partition")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
-    topic: str
     records: _containers.RepeatedCompositeFieldContainer[_records_pb2.ProducerRecord]
+    topic: str
     acks: Acks
     partition: int
-    def __init__(self, topic: _Optional[str] = ..., records: _Optional[_Iterable[_Union[_records_pb2.ProducerRecord, _Mapping]]] = ..., acks: _Optional[_Union[Acks, str]] = ..., partition: _Optional[int] = ...) -> None: ...
+    def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ProducerRecord, _Mapping]]] = ..., topic: _Optional[str] = ..., acks: _Optional[_Union[Acks, str]] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class PartitionProduceResult(_message.Message):
     __slots__ = ("partition", "base_offset", "record_count", "log_append_time_ms", "error")

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19logstore/v1/records.proto\x12\x0blogstore.v1\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x92\x01\n\x06Record\x12\x14\n\x0coffset_delta\x18\x01 \x01(\r\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x10\n\x03key\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12$\n\x07headers\x18\x05 \x03(\x0b\x32\x13.logstore.v1.HeaderB\x06\n\x04_keyB\x08\n\x06_value\"\xfd\x01\n\x0bRecordBatch\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.logstore.v1.Record\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x18\n\x10max_timestamp_ms\x18\x04 \x01(\x03\x12\x14\n\x0crecord_count\x18\x05 \x01(\x05\x12\x32\n\x0etimestamp_type\x18\x06 \x01(\x0e\x32\x1a.logstore.v1.TimestampTypeJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tJ\x04\x08\t\x10\nR\x0bproducer_idR\x0eproducer_epochR\rbase_sequence\"\xeb\x01\n\x0eProducerRecord\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x10\n\x03key\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12$\n\x07headers\x18\x05 \x03(\x0b\x32\x13.logstore.v1.Header\x12\x16\n\tpartition\x18\x06 \x01(\x05H\x02\x88\x01\x01\x42\x06\n\x04_keyB\x08\n\x06_valueB\x0c\n\n_partitionJ\x04\x08\x01\x10\x02J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\x0coffset_deltaR\x10\x64\x65liver_after_msR\rdeliver_at_ms*s\n\rTimestampType\x12\x1e\n\x1aTIMESTAMP_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTIMESTAMP_TYPE_CREATE_TIME\x10\x01\x12\"\n\x1eTIMESTAMP_TYPE_LOG_APPEND_TIME\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19logstore/v1/records.proto\x12\x0blogstore.v1\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x82\x01\n\x06Record\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x10\n\x03key\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12$\n\x07headers\x18\x05 \x03(\x0b\x32\x13.logstore.v1.HeaderB\x06\n\x04_keyB\x08\n\x06_valueJ\x04\x08\x01\x10\x02\"\xfd\x01\n\x0bRecordBatch\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.logstore.v1.Record\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x18\n\x10max_timestamp_ms\x18\x04 \x01(\x03\x12\x14\n\x0crecord_count\x18\x05 \x01(\x05\x12\x32\n\x0etimestamp_type\x18\x06 \x01(\x0e\x32\x1a.logstore.v1.TimestampTypeJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tJ\x04\x08\t\x10\nR\x0bproducer_idR\x0eproducer_epochR\rbase_sequence\"\xdd\x01\n\x0eProducerRecord\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x10\n\x03key\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12$\n\x07headers\x18\x05 \x03(\x0b\x32\x13.logstore.v1.Header\x12\x16\n\tpartition\x18\x06 \x01(\x05H\x02\x88\x01\x01\x42\x06\n\x04_keyB\x08\n\x06_valueB\x0c\n\n_partitionJ\x04\x08\x01\x10\x02J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\x10\x64\x65liver_after_msR\rdeliver_at_ms*s\n\rTimestampType\x12\x1e\n\x1aTIMESTAMP_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTIMESTAMP_TYPE_CREATE_TIME\x10\x01\x12\"\n\x1eTIMESTAMP_TYPE_LOG_APPEND_TIME\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'logstore.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIMESTAMPTYPE']._serialized_start=724
-  _globals['_TIMESTAMPTYPE']._serialized_end=839
+  _globals['_TIMESTAMPTYPE']._serialized_start=694
+  _globals['_TIMESTAMPTYPE']._serialized_end=809
   _globals['_HEADER']._serialized_start=42
   _globals['_HEADER']._serialized_end=79
   _globals['_RECORD']._serialized_start=82
-  _globals['_RECORD']._serialized_end=228
-  _globals['_RECORDBATCH']._serialized_start=231
-  _globals['_RECORDBATCH']._serialized_end=484
-  _globals['_PRODUCERRECORD']._serialized_start=487
-  _globals['_PRODUCERRECORD']._serialized_end=722
+  _globals['_RECORD']._serialized_end=212
+  _globals['_RECORDBATCH']._serialized_start=215
+  _globals['_RECORDBATCH']._serialized_end=468
+  _globals['_PRODUCERRECORD']._serialized_start=471
+  _globals['_PRODUCERRECORD']._serialized_end=692
 # @@protoc_insertion_point(module_scope)

@@ -25,18 +25,16 @@ class Header(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("offset_delta", "timestamp_ms", "key", "value", "headers")
-    OFFSET_DELTA_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("timestamp_ms", "key", "value", "headers")
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
-    offset_delta: int
     timestamp_ms: int
     key: bytes
     value: bytes
     headers: _containers.RepeatedCompositeFieldContainer[Header]
-    def __init__(self, offset_delta: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+    def __init__(self, timestamp_ms: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class RecordBatch(_message.Message):
     __slots__ = ("records", "base_offset", "partition", "max_timestamp_ms", "record_count", "timestamp_type")
