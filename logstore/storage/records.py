@@ -55,6 +55,8 @@ from logstore.errors import CorruptBatch, InvalidArgument
 
 __all__ = [
     "Record",
+    "record_sizes",
+    "encode_varint",
     "encode_records",
     "decode_records",
     "EncodedRecords",
@@ -273,3 +275,20 @@ def decode_records(data: bytes | memoryview, start: int = 0, end: int | None = N
         yield index, _decode_record(data, pos, pos + n)
         pos += n
         index += 1
+
+
+def record_sizes(data: bytes | memoryview) -> Iterator[int]:
+    """Yield the encoded size of each record in a records section (framing only)."""
+    pos = 0
+    end = len(data)
+    while pos < end:
+        if data[pos] != RECORDS_FIELD_TAG:
+            raise CorruptBatch(f"expected a record tag 0x0A at byte {pos}, found {data[pos]:#04x}")
+        n, pos = _read_len(data, pos + 1, end)
+        yield n
+        pos += n
+
+
+def encode_varint(n: int) -> bytes:
+    """The protobuf varint encoding of an unsigned integer below 2**64."""
+    return _varint(n)

@@ -91,9 +91,10 @@ class LogServicer:
     def Produce(self, request, context):
         """Appends records to one topic, in one call.
 
-        Each record goes to the partition it names, else to the partition the
-        request names, else to the partition chosen from its key (see
-        `ProducerRecord.key`), else to a partition the broker picks.  The records
+        Every record goes to the partition the request names, if it names one;
+        otherwise each record goes to the partition it names, else to the
+        partition chosen from its key (see `ProducerRecord.key`), else to a
+        partition the broker picks.  The records
         that go to one partition are appended as one batch, all or none, at
         consecutive offsets in request order: no other producer's records are
         interleaved with them.
@@ -109,8 +110,7 @@ class LogServicer:
         names a partition outside `[0, partition_count)`; the message gives the
         topic's partition count.
         - INVALID_ARGUMENT if the topic name is malformed, `records` is empty, a
-        record and the request name different partitions, a timestamp is
-        negative, `acks` is not a known value, or a record (or one partition's
+        timestamp is negative, `acks` is not a known value, or a record (or one partition's
         share of the request) is larger than the topic's `max_record_bytes`
         (`max_batch_bytes`); the message names the limit and the size.
         - RESOURCE_EXHAUSTED if the broker is out of disk space or another limit

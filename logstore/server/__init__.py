@@ -1,0 +1,1 @@
+"""The gRPC layer: thin servicers that translate proto messages to broker calls."""

@@ -1,0 +1,154 @@
+"""Assembling and running the gRPC server: ``serve()`` and ``logstore serve``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from logstore._proto.logstore.v1 import admin_pb2, log_pb2
+from logstore.broker.broker import Broker
+from logstore.broker.config import MAX_BATCH_BYTES, BrokerConfig
+from logstore.clock import Clock
+from logstore.errors import LogstoreError
+from logstore.server.admin_service import AdminService
+from logstore.server.log_service import LogService
+
+_LOGGER = logging.getLogger(__name__)
+
+__all__ = ["serve", "RunningServer", "run_serve"]
+
+SERVICE_NAMES = (
+    log_pb2.DESCRIPTOR.services_by_name["Log"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+)
+_MAX_MESSAGE = MAX_BATCH_BYTES + (1 << 20)
+
+
+@dataclass
+class RunningServer:
+    """A started server: where it listens and how to stop it."""
+
+    server: grpc.Server
+    broker: Broker
+    port: int
+    host: str
+    _log_service: LogService
+    _health: health.HealthServicer
+    _stopping: threading.Event
+    _stopped: threading.Event
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting calls, end subscriptions, let unary calls drain for
+        ``grace`` seconds, then flush and close every log (clean shutdown)."""
+        if self._stopping.is_set():
+            self._stopped.wait()
+            return
+        self._stopping.set()
+        _LOGGER.info("shutting down: draining calls (grace %.1fs)", grace or 0)
+        self._health.enter_graceful_shutdown()
+        self._log_service.shutdown()
+        self.server.stop(grace).wait()
+        self.broker.close()
+        self._stopped.set()
+        _LOGGER.info("stopped")
+
+    def wait(self) -> None:
+        """Block until ``stop`` has finished."""
+        self._stopped.wait()
+
+
+def serve(
+    data_dir: str | Path,
+    listen: str = "127.0.0.1:0",
+    *,
+    config: BrokerConfig | None = None,
+    clock: Clock | None = None,
+    max_workers: int = 256,
+) -> RunningServer:
+    """Open the broker on ``data_dir`` and serve it on ``listen`` (port 0 picks one)."""
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    broker = Broker.open(data_dir, config, clock)
+    try:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="logstore-rpc"),
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        log_service = LogService(broker)
+        server.add_generic_rpc_handlers((log_service.generic_handler(), AdminService(broker).generic_handler()))
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", *SERVICE_NAMES):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        port = server.add_insecure_port(f"[{host}]:{port_text}" if ":" in host else f"{host}:{port_text}")
+        if port == 0:
+            raise LogstoreError(f"cannot listen on {listen}: the address is in use or not available here")
+        server.start()
+    except BaseException:
+        broker.close()
+        raise
+    running = RunningServer(
+        server, broker, port, host, log_service, health_servicer, threading.Event(), threading.Event()
+    )
+    _LOGGER.info("logstore listening on %s, data in %s", running.address, Path(data_dir).resolve())
+    return running
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``logstore serve``: run until SIGTERM or SIGINT, then shut down cleanly."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = BrokerConfig.from_file(args.config) if args.config else None
+        running = serve(args.data_dir, args.listen, config=config)
+    except LogstoreError as exc:
+        print(f"logstore serve: {exc.message}", file=sys.stderr)
+        return 1
+    if not _is_loopback(running.host):
+        _LOGGER.warning(
+            "listening on %s without TLS or authentication: anyone who can reach this address "
+            "can read and write every topic", running.address,
+        )
+    print(f"logstore {running.address} ready (data dir {args.data_dir})", file=sys.stderr, flush=True)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        _LOGGER.info("received %s", signal.Signals(signum).name)
+        threading.Thread(target=running.stop, name="logstore-shutdown").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    running.wait()
+    return 0

@@ -1,0 +1,72 @@
+"""Hand-built encodings of the hot responses (Fetch, Subscribe).
+
+A stored batch's records section is already the protobuf encoding of
+``RecordBatch.records`` (see logstore/storage/records.py), so a response is
+a handful of varint fields per batch followed by the stored bytes, joined
+once.  No record is decoded or re-encoded.  ``tests/server`` checks that the
+stock generated classes parse these bytes.
+"""
+
+from __future__ import annotations
+
+from logstore.broker.broker import FetchResult
+from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
+from logstore.storage.records import encode_varint
+
+__all__ = ["encode_fetch_response", "encode_subscribe_response"]
+
+_U64 = (1 << 64) - 1
+_CREATE_TIME = 1  # logstore.v1.TimestampType values
+_LOG_APPEND_TIME = 2
+
+
+def _varint_field(tag: int, value: int) -> bytes:
+    return bytes((tag,)) + encode_varint(value & _U64)
+
+
+def _batch_parts(out: list, batch: bytes, partition_field: bytes) -> None:
+    """Append the parts of one ``RecordBatch`` (as field 1 of the outer message)."""
+    base, length, _magic, _crc, attrs, count, _first, max_ts, *_ = HEADER.unpack_from(batch, 0)
+    head = b"".join(
+        (
+            _varint_field(0x10, base),  # base_offset = 2
+            partition_field,  # partition = 3
+            _varint_field(0x20, max_ts),  # max_timestamp_ms = 4
+            _varint_field(0x28, count),  # record_count = 5
+            b"\x30\x02" if attrs & ATTR_TIMESTAMP_LOG_APPEND else b"\x30\x01",  # timestamp_type = 6
+        )
+    )
+    body_len = len(head) + length - HEADER_SIZE
+    out.append(b"\x0a" + encode_varint(body_len) + head)
+    out.append(memoryview(batch)[HEADER_SIZE:length])
+
+
+def _batches(result: FetchResult, partition: int) -> list:
+    partition_field = _varint_field(0x18, partition) if partition else b""
+    out: list = []
+    for batch in result.batches:
+        _batch_parts(out, batch, partition_field)
+    return out
+
+
+def encode_fetch_response(item: tuple[FetchResult, int]) -> bytes:
+    """``FetchResponse``: batches = 1, log_start_offset = 2, log_end_offset = 3."""
+    result, partition = item
+    out = _batches(result, partition)
+    out.append(_varint_field(0x10, result.log_start_offset))
+    out.append(_varint_field(0x18, result.log_end_offset))
+    return b"".join(out)
+
+
+def encode_subscribe_response(item: tuple[FetchResult, int, int | None]) -> bytes:
+    """``SubscribeResponse``: batches = 1, log start = 2, log end = 3,
+    start_offset = 4 (first response only), stop_offset = 5 (last only)."""
+    result, partition, start_offset = item
+    out = _batches(result, partition)
+    out.append(_varint_field(0x10, result.log_start_offset))
+    out.append(_varint_field(0x18, result.log_end_offset))
+    if start_offset is not None:
+        out.append(_varint_field(0x20, start_offset))
+    if result.stop_offset is not None:
+        out.append(_varint_field(0x28, result.stop_offset))
+    return b"".join(out)
