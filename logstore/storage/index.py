@@ -11,7 +11,9 @@ Offset index (``.index``), one entry about every ``index_interval_bytes`` of log
          4     4  position         uint32: byte position of that batch in the .log file
 
 Time index (``.timeindex``), one entry whenever an offset-index entry is added
-and the segment's largest timestamp has grown, plus one when the segment is sealed::
+and the segment's largest timestamp has grown, plus a final one for the last
+batch when the segment is sealed or closed (so a time index that lost its
+tail is detected)::
 
     offset  size  field
          0     8  timestamp        int64 ms: largest record timestamp in every batch
@@ -83,11 +85,9 @@ class _MmapIndex:
     # -- mapping -------------------------------------------------------------
 
     def _map(self, length: int) -> None:
-        old, self._mm = self._mm, None
-        if old is not None:
-            old.close()
-        if length:
-            self._mm = mmap.mmap(self._fd, length)
+        # The old mapping is not closed: a concurrent reader may still be
+        # using it.  It is unmapped when the last reference goes away.
+        self._mm = mmap.mmap(self._fd, length, prot=mmap.PROT_READ) if length else None
 
     def make_writable(self) -> None:
         """Grow the file to full capacity so entries can be appended."""
@@ -96,14 +96,17 @@ class _MmapIndex:
         self._writable = True
 
     def trim(self) -> None:
-        """Flush, then shrink the file to the entries in use (seal / close)."""
-        if self._mm is not None:
-            self._mm.flush()
+        """Shrink the file to the entries in use (seal / close).
+
+        Not fsynced: after a crash the checks at open (or a rebuild) decide
+        whether the file is trusted.  Concurrent readers may still hold the
+        old, larger mapping: it is not closed (the garbage collector unmaps
+        it once they let go), and they only touch entries below the count,
+        which the shorter file keeps.
+        """
         length = self._entries * self._entry_size
-        self._map(0)
+        self._mm = mmap.mmap(self._fd, length, prot=mmap.PROT_READ) if length else None
         os.ftruncate(self._fd, length)
-        os.fsync(self._fd)
-        self._map(length)
         self._writable = False
 
     def close(self) -> None:
@@ -131,8 +134,10 @@ class _MmapIndex:
             raise IndexCorrupt(f"{self.path.name} is not writable")
         if self._entries >= self._capacity:
             raise IndexCorrupt(f"{self.path.name} is full")
-        assert self._mm is not None
-        self.ENTRY.pack_into(self._mm, self._entries * self._entry_size, *fields)
+        # Written with pwrite, read through the mapping (the page cache keeps
+        # them coherent): the first store into a fresh shared mapping costs a
+        # page fault measured at ~2 ms here, pwrite ~13 us.
+        os.pwrite(self._fd, self.ENTRY.pack(*fields), self._entries * self._entry_size)
         self._entries += 1  # publish after the bytes are in place
 
     def entry(self, i: int) -> tuple[int, int]:
@@ -144,17 +149,24 @@ class _MmapIndex:
             return []
         return list(self.ENTRY.iter_unpack(self._mm[: self._entries * self._entry_size]))
 
-    def _search(self, key: int, field: int) -> int:
-        """Index of the last entry whose ``field`` is <= key (-1 if none)."""
-        lo, hi = 0, self._entries - 1
-        found = -1
+    def _search(self, key: int, field: int) -> tuple[int, ...] | None:
+        """The last entry whose ``field`` is <= key, or None.
+
+        Takes one snapshot of the mapping and the count, so a concurrent
+        ``trim`` (which swaps the mapping) cannot pull it from under us.
+        """
+        mm, entries = self._mm, self._entries
+        if mm is None or not entries:
+            return None
+        lo, hi = 0, entries - 1
+        found = None
         unpack = self.ENTRY.unpack_from
-        mm = self._mm
         size = self._entry_size
         while lo <= hi:
             mid = (lo + hi) >> 1
-            if unpack(mm, mid * size)[field] <= key:
-                found = mid
+            entry = unpack(mm, mid * size)
+            if entry[field] <= key:
+                found = entry
                 lo = mid + 1
             else:
                 hi = mid - 1
@@ -172,8 +184,8 @@ class OffsetIndex(_MmapIndex):
     def lookup(self, relative_offset: int) -> tuple[int, int]:
         """``(relative_offset, position)`` of the last entry at or before the
         given offset, or ``(0, 0)``: the segment start."""
-        i = self._search(relative_offset, 0)
-        return (0, 0) if i < 0 else self.entry(i)
+        entry = self._search(relative_offset, 0)
+        return (0, 0) if entry is None else entry  # type: ignore[return-value]
 
     def check(self, log_size: int, relative_end: int) -> None:
         """Raise IndexCorrupt unless entries strictly increase and stay inside the log."""
@@ -196,16 +208,24 @@ class TimeIndex(_MmapIndex):
     def last_timestamp(self) -> int | None:
         return self.entry(self._entries - 1)[0] if self._entries else None
 
+    def last_entry(self) -> tuple[int, int] | None:
+        return self.entry(self._entries - 1) if self._entries else None
+
+    @property
+    def is_full(self) -> bool:
+        # One slot stays free for the entry that sealing the segment adds.
+        return self._entries >= self._capacity - 1
+
     def lookup_before(self, timestamp: int) -> int | None:
         """Relative offset of the last entry whose timestamp is < ``timestamp``:
         every record in batches up to and including it is older.  None if none."""
-        i = self._search(timestamp - 1, 0)
-        return None if i < 0 else self.entry(i)[1]
+        entry = self._search(timestamp - 1, 0)
+        return None if entry is None else entry[1]
 
     def check(self, relative_end: int) -> None:
-        """Raise IndexCorrupt unless timestamps strictly increase and offsets stay in range."""
+        """Raise IndexCorrupt unless entries never go backwards and offsets stay in range."""
         prev_ts, prev_rel = None, -1
         for ts, rel in self.all_entries():
-            if (prev_ts is not None and ts <= prev_ts) or rel < prev_rel or rel >= relative_end:
+            if (prev_ts is not None and ts < prev_ts) or rel < prev_rel or rel >= relative_end:
                 raise IndexCorrupt(f"{self.path.name}: entry ({ts}, {rel}) out of order or out of range")
             prev_ts, prev_rel = ts, rel

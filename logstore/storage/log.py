@@ -84,7 +84,9 @@ class PartitionLog:
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._segments: tuple[Segment, ...] = ()
-        self._bases: tuple[int, ...] = ()
+        # Readers take (segments, bases) in one read of this attribute, so the
+        # two can never come from different versions of the segment list.
+        self._view: tuple[tuple[Segment, ...], tuple[int, ...]] = ((), ())
         self._start_offset = 0
         self._end_offset = 0
         self._closed = False
@@ -214,7 +216,7 @@ class PartitionLog:
     def _set_segments_locked(self, segments: list[Segment]) -> None:
         # Copy-on-write: readers keep whatever tuple they picked up.
         self._segments = tuple(segments)
-        self._bases = tuple(s.base_offset for s in segments)
+        self._view = (self._segments, tuple(s.base_offset for s in segments))
 
     # -- properties ------------------------------------------------------------------
 
@@ -244,7 +246,7 @@ class PartitionLog:
 
     @property
     def segment_bases(self) -> list[int]:
-        return list(self._bases)
+        return list(self._view[1])
 
     @property
     def size_bytes(self) -> int:
@@ -334,7 +336,9 @@ class PartitionLog:
         fsync_dir(self.directory)
         self._set_segments_locked([*self._segments, new])
         self._group.mark_durable(new.base_offset)
-        write_checkpoint(self.directory / RECOVERY_POINT, str(new.base_offset))
+        # The recovery-point checkpoint is written by checkpoint() (the broker
+        # runs it periodically) and close(); a stale one only means more
+        # scanning after a crash.
         _LOGGER.debug("%s: rolled to segment %d", self.directory, new.base_offset)
         return new
 
@@ -400,7 +404,7 @@ class PartitionLog:
             raise OffsetOutOfRange(offset, start, end)
         if offset == end:
             return []
-        segments, bases = self._segments, self._bases
+        segments, bases = self._view
         i = bisect.bisect_right(bases, offset) - 1
         if i < 0:
             raise OffsetOutOfRange(offset, self._start_offset, self._end_offset)
@@ -479,9 +483,11 @@ class PartitionLog:
         if not doomed:
             return 0
         victims = sealed[:doomed]
-        renamed = [seg.delete_phase1_locked() for seg in victims]
+        # Move the log start first, so a reader never finds a closed segment
+        # holding offsets the log still claims to have.
         self._set_segments_locked(list(self._segments[doomed:]))
         self._start_offset = max(self._start_offset, self._segments[0].base_offset)
+        renamed = [seg.delete_phase1_locked() for seg in victims]
         write_checkpoint(self.directory / LOG_START_OFFSET, str(self._start_offset))
         for seg, paths in zip(victims, renamed):
             seg.delete_phase2(paths)

@@ -145,6 +145,7 @@ class Segment:
         """Largest record timestamp in the segment."""
         self.created_ms = clock()
         self._bytes_since_index = 0
+        self._last_batch_base = -1  # base offset of the last whole batch, -1 if empty
 
     # -- construction ----------------------------------------------------------
 
@@ -177,10 +178,12 @@ class Segment:
             rel, pos = seg._index.lookup(_MAX_RELATIVE)
             seg._walk_tail(base_offset + rel, pos)
             seg._timeindex.check(seg.next_offset - base_offset)
-            last_ts = seg._timeindex.last_timestamp
-            if last_ts is None and seg.size:
-                # Sealing (and a clean close) always leaves a final time entry.
-                raise IndexCorrupt(f"{seg.timeindex_path.name} is empty but the segment is not")
+            last_entry = seg._timeindex.last_entry()
+            last_ts = None if last_entry is None else last_entry[0]
+            if seg.size and (last_entry is None or last_entry[1] != seg._last_batch_base - base_offset):
+                # Sealing (and a clean close) always ends the time index with an
+                # entry for the last batch; anything else means it lost entries.
+                raise IndexCorrupt(f"{seg.timeindex_path.name} does not end at the segment's last batch")
             if last_ts is not None:
                 seg.max_timestamp = max(seg.max_timestamp, last_ts)
         except IndexCorrupt:
@@ -211,6 +214,7 @@ class Segment:
             expected = base + count
             max_ts = max(max_ts, batch_max_ts)
             pos += length
+            self._last_batch_base = base
         self.next_offset = expected
         self.max_timestamp = max_ts
         last_indexed = self._index.lookup(_MAX_RELATIVE)[1] if self._index else 0
@@ -288,6 +292,7 @@ class Segment:
                 break
             base, length, count, max_ts = header
             self._index_batch_locked(pos, base, max_ts, length)
+            self._last_batch_base = base
             expected = base + count
             pos += length
         self.size = pos
@@ -344,6 +349,7 @@ class Segment:
                 written += n
                 rest = rest[n:]
         self._index_batch_locked(pos, base_offset, max_timestamp, length)
+        self._last_batch_base = base_offset
         self._checked.add(pos, pos + length)
         self.size = pos + length  # publish: readers may now see the batch
         self.next_offset = base_offset + record_count
@@ -379,24 +385,14 @@ class Segment:
         self._drop_mapping()
 
     def _seal_indexes_locked(self) -> None:
+        """End the time index with (max timestamp, last batch), then trim both."""
         assert self._index is not None and self._timeindex is not None
-        last_ts = self._timeindex.last_timestamp
-        if self.size and (last_ts is None or self.max_timestamp > last_ts):
-            rel = self._last_batch_relative_offset()
-            if not self._timeindex.is_full:
-                self._timeindex.append(self.max_timestamp, rel)
+        if self.size:
+            final = (self.max_timestamp, self._last_batch_base - self.base_offset)
+            if self._timeindex.last_entry() != final:
+                self._timeindex.append(*final)  # TimeIndex keeps a slot free for this
         self._index.trim()
         self._timeindex.trim()
-
-    def _last_batch_relative_offset(self) -> int:
-        rel, pos = self._index.lookup(_MAX_RELATIVE) if self._index else (0, 0)
-        mm = self._map_whole()
-        last = rel
-        while pos < self.size:
-            base = _BASE_OFFSET.unpack_from(mm, pos)[0]
-            last = base - self.base_offset
-            pos += _LENGTH.unpack_from(mm, pos + LENGTH_OFFSET)[0]
-        return last
 
     def close_files(self) -> None:
         """Release file descriptors and mappings (no state change)."""
@@ -404,7 +400,7 @@ class Segment:
             if idx is not None:
                 idx.close()
         self._index = self._timeindex = None
-        self._drop_mapping(close=True)
+        self._drop_mapping()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -415,7 +411,7 @@ class Segment:
         self.state = next_state(self.state, SegmentEvent.CLOSE)
         if was_active and self._index is not None and self._timeindex is not None and self._fd >= 0:
             if os.fstat(self._fd).st_size != self.size:
-                self._drop_mapping(close=True)
+                self._drop_mapping()
                 os.ftruncate(self._fd, self.size)
             self._seal_indexes_locked()
         self.close_files()
@@ -461,14 +457,11 @@ class Segment:
             self._mm = mm  # the old mapping is freed once no reader holds it
             return mm
 
-    def _drop_mapping(self, close: bool = False) -> None:
+    def _drop_mapping(self) -> None:
+        """Forget the mapping.  It is not closed: a concurrent reader may still
+        be copying from it; it is unmapped when the last reference goes away."""
         with self._map_lock:
-            mm, self._mm = self._mm, None
-        if close and mm is not None:
-            try:
-                mm.close()
-            except BufferError:  # pragma: no cover - a reader still holds a view
-                pass
+            self._mm = None
 
     def position_of(self, offset: int) -> int:
         """Byte position of the batch holding ``offset`` (or of the end)."""
