@@ -41,7 +41,7 @@ from logstore.errors import (
     OffsetOutOfRange,
     RecordTooLarge,
 )
-from logstore.storage.batch import HEADER, build_batch_from_encoded, iter_batch_records
+from logstore.storage.batch import HEADER, HEADER_SIZE, build_batch_from_encoded, iter_batch_records
 from logstore.storage.checkpoint import fsync_dir
 from logstore.storage.records import EncodedRecords, record_sizes
 
@@ -331,11 +331,6 @@ class Broker:
             raise InvalidArgument("a produce request needs at least one record")
         if records.first_timestamp < 0:
             raise InvalidArgument("record timestamps must not be negative")
-        if len(records.data) > config.max_batch_bytes:
-            raise RecordTooLarge(
-                f"{records.count} records of {len(records.data)} bytes for one partition exceed "
-                f"max_batch_bytes={config.max_batch_bytes} of topic {topic!r}; send fewer records per request"
-            )
         if len(records.data) > config.max_record_bytes:
             largest = max(record_sizes(records.data))
             if largest > config.max_record_bytes:
@@ -343,12 +338,30 @@ class Broker:
                     f"a record of {largest} bytes exceeds max_record_bytes={config.max_record_bytes} "
                     f"of topic {topic!r}; send smaller records or raise the topic's limit"
                 )
+        stored = len(records.data) + HEADER_SIZE
+        if stored > config.max_batch_bytes:
+            raise RecordTooLarge(
+                f"{records.count} records take {stored} bytes stored (with the {HEADER_SIZE}-byte batch "
+                f"header) for one partition, over max_batch_bytes={config.max_batch_bytes} of topic "
+                f"{topic!r}; send fewer records per request"
+            )
 
-    def append(self, topic: str, partition: int, records: EncodedRecords, acks: Acks = Acks.LEADER) -> ProduceResult:
-        """Append already-encoded records to one partition as one batch."""
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        records: EncodedRecords,
+        acks: Acks = Acks.LEADER,
+        *,
+        append_time_ms: int | None = None,
+    ) -> ProduceResult:
+        """Append already-encoded records to one partition as one batch.
+
+        ``append_time_ms`` is the clock reading reported back (pass the one
+        used to stamp records sent without a timestamp)."""
         self.check_append(topic, partition, records)
         p = self.partition(topic, partition)
-        now = self.clock()
+        now = self.clock() if append_time_ms is None else append_time_ms
         base = p.log.append(build_batch_from_encoded(records))
         p.notify_appended()
         if acks is Acks.DURABLE:
@@ -374,13 +387,22 @@ class Broker:
         if max_wait_ms < 0:
             raise InvalidArgument(f"max_wait_ms must not be negative, got {max_wait_ms}")
         log = p.log
-        self._check_offset(log, offset)
+        self.check_offset(log, offset)
         if max_wait_ms and offset >= log.log_end_offset:
             deadline = time.monotonic() + min(max_wait_ms, self.config.max_wait_ms) / 1000
             while not p.wait_for_data(offset, max(0.0, min(1.0, deadline - time.monotonic()))):
-                if time.monotonic() >= deadline or self.closed or (cancelled is not None and cancelled.is_set()):
+                self._check_partition_alive(topic, p)
+                if time.monotonic() >= deadline or (cancelled is not None and cancelled.is_set()):
                     break
+        self._check_partition_alive(topic, p)
         return FetchResult(log.read(offset, max_bytes), log.log_start_offset, log.log_end_offset)
+
+    def _check_partition_alive(self, topic: str, partition: Partition) -> None:
+        """Raise the right error for a partition whose log was closed under a caller."""
+        if partition.log.closed:
+            if self.closed:
+                raise LogClosed("the broker is shutting down; retry against the restarted broker")
+            raise NotFound(f"topic {topic!r} was deleted")
 
     def subscribe(
         self,
@@ -404,9 +426,10 @@ class Broker:
         p = self.partition(topic, partition)
         max_bytes = self._check_max_bytes(max_bytes)
         log = p.log
-        self._check_offset(log, start_offset)
+        self.check_offset(log, start_offset)
         offset = start_offset
         while not cancelled.is_set() and not self.closed:
+            self._check_partition_alive(topic, p)
             if stop_offset is not None and offset >= stop_offset:
                 yield FetchResult([], log.log_start_offset, log.log_end_offset, stop_offset)
                 return
@@ -446,7 +469,8 @@ class Broker:
         return min(max_bytes or (1 << 20), self.config.max_fetch_bytes)
 
     @staticmethod
-    def _check_offset(log, offset: int) -> None:  # noqa: ANN001 - PartitionLog
+    def check_offset(log, offset: int) -> None:  # noqa: ANN001 - PartitionLog
+        """Raise OffsetOutOfRange unless ``offset`` is in [log start, log end]."""
         start, end = log.log_start_offset, log.log_end_offset
         if not start <= offset <= end:
             raise OffsetOutOfRange(offset, start, end)

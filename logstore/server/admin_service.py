@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import grpc
@@ -10,7 +11,8 @@ from logstore._proto.logstore.v1 import admin_pb2
 from logstore.broker.broker import Broker
 from logstore.broker.config import TopicConfig
 from logstore.broker.topic import TopicMetadata
-from logstore.errors import InvalidArgument
+from logstore.broker.names import validate_topic_name
+from logstore.errors import InvalidArgument, LogstoreError
 from logstore.server.status import safe_deserializer, translate_errors
 from logstore.storage.config import Durability
 
@@ -32,6 +34,10 @@ _MAX_PAGE = 1000
 def topic_config_from_proto(defaults: TopicConfig, msg: admin_pb2.TopicConfig) -> TopicConfig:
     """Apply the fields a client set on top of the broker's defaults."""
     overrides: dict[str, object] = {}
+    if msg.HasField("durability_interval_ms") and msg.durability_interval_ms < 1:
+        raise InvalidArgument(
+            f"durability_interval_ms must be at least 1, got {msg.durability_interval_ms}"
+        )
     for proto_name, name in (
         ("retention_ms", "retention_ms"),
         ("retention_bytes", "retention_bytes"),
@@ -66,6 +72,31 @@ def topic_to_proto(metadata: TopicMetadata) -> admin_pb2.Topic:
     )
 
 
+_TOKEN_PREFIX = b"topics-after:"
+
+
+def _encode_page_token(last_name: str) -> str:
+    return base64.urlsafe_b64encode(_TOKEN_PREFIX + last_name.encode("utf-8")).decode("ascii")
+
+
+def _decode_page_token(token: str) -> str:
+    """The topic name a page token points after ("" for the first page)."""
+    if not token:
+        return ""
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+        if not raw.startswith(_TOKEN_PREFIX):
+            raise ValueError
+        name = raw[len(_TOKEN_PREFIX) :].decode("utf-8")
+        validate_topic_name(name, allow_internal=True)
+        return name
+    except (ValueError, UnicodeError, LogstoreError):
+        raise InvalidArgument(
+            "page_token was not returned by ListTopics; pass the previous response's "
+            "next_page_token, or an empty token for the first page"
+        ) from None
+
+
 class AdminService:
     """Handlers of the Admin service, bound to one broker."""
 
@@ -88,14 +119,16 @@ class AdminService:
         if request.page_size < 0:
             raise InvalidArgument(f"page_size must not be negative, got {request.page_size}")
         size = min(request.page_size or _MAX_PAGE, _MAX_PAGE)
+        after = _decode_page_token(request.page_token)
         topics = self._broker.list_topics(include_internal=request.include_internal)
-        # The page token is the last name of the previous page: stable under creates and deletes.
-        page = [t for t in topics if t.name > request.page_token][: size + 1]
+        # The token names the last topic of the previous page, so paging is
+        # stable while topics are created and deleted between calls.
+        page = [t for t in topics if t.name > after][: size + 1]
         more = len(page) > size
         page = page[:size]
         return admin_pb2.ListTopicsResponse(
             topics=[topic_to_proto(t) for t in page],
-            next_page_token=page[-1].name if more else "",
+            next_page_token=_encode_page_token(page[-1].name) if more else "",
         )
 
     @translate_errors

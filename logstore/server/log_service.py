@@ -121,7 +121,7 @@ class LogService:
         first_error: LogstoreError | None = None
         for p, enc in encoded:
             try:
-                r = broker.append(topic, p, enc, acks)
+                r = broker.append(topic, p, enc, acks, append_time_ms=now)
                 results.append(
                     log_pb2.PartitionProduceResult(
                         partition=p,
@@ -180,8 +180,13 @@ class LogService:
     @translate_errors
     def Fetch(self, request: log_pb2.FetchRequest, context: grpc.ServicerContext) -> tuple[FetchResult, int]:
         cancelled = self._cancel_event(context, self._broker.partition(request.topic, request.partition))
+        max_wait_ms = request.max_wait_ms
+        remaining = context.time_remaining()
+        if max_wait_ms > 0 and remaining is not None:
+            # Answer (empty) before the caller's deadline rather than let it expire.
+            max_wait_ms = max(0, min(max_wait_ms, int(remaining * 1000) - 50))
         result = self._broker.fetch(
-            request.topic, request.partition, request.offset, request.max_bytes, request.max_wait_ms, cancelled
+            request.topic, request.partition, request.offset, request.max_bytes, max_wait_ms, cancelled
         )
         return result, request.partition
 
@@ -216,6 +221,7 @@ class LogService:
             raise InvalidArgument("stop_offset and stop_timestamp_ms must not be negative")
         if request.max_bytes < 0:
             raise InvalidArgument(f"max_bytes must not be negative, got {request.max_bytes}")
+        broker.check_offset(log, start)  # fail before the first response announces the start
         cancelled = self._cancel_event(context, p)
         results = broker.subscribe(
             topic,
