@@ -1,11 +1,534 @@
-"""The ``logstore`` command."""
+"""The ``logstore`` command: manage topics, produce and consume records, verify
+a data directory offline, and run the broker.
+
+Every command that talks to a broker takes ``--broker HOST:PORT`` (default:
+the ``LOGSTORE_BROKER`` environment variable, else ``127.0.0.1:50051``).
+Failures print one line, ``logstore: error: ...``, on stderr and exit with
+status 1 (2 for usage errors); no traceback is shown for errors the broker
+or the network report.
+
+What the command does not do: TLS or authentication, consumer groups, or
+any output format but the ones documented per command (``consume`` writes
+JSON lines; the rest write text meant for people, ``--json`` where offered).
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import collections
+import json
+import mmap
+import os
+import re
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, TextIO
 
 from logstore import __version__
+from logstore.errors import LogstoreError
+
+__all__ = ["main", "build_parser", "json_bytes", "message_to_json"]
+
+DEFAULT_BROKER = "127.0.0.1:50051"
+BROKER_ENV = "LOGSTORE_BROKER"
+
+_PROGRESS_MIN_BYTES = 64 << 20  # verify shows progress on a TTY above this much data
+_SEGMENT_LOG = re.compile(r"^(\d{20})\.log$")
+
+
+# --- output helpers -----------------------------------------------------------------------
+
+
+def json_bytes(data: bytes | None) -> Any:
+    """A key, value or header value for JSON output: ``None`` stays null, valid
+    UTF-8 becomes a string, anything else ``{"base64": "..."}``."""
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def message_to_json(message: Any) -> str:
+    """One consumed message as the JSON line ``consume`` prints (without the newline)."""
+    return json.dumps(
+        {
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "timestamp": message.timestamp_ms,
+            "key": json_bytes(message.key),
+            "value": json_bytes(message.value),
+            "headers": [[name, json_bytes(value)] for name, value in message.headers],
+        },
+        ensure_ascii=False,
+    )
+
+
+def _err(text: str) -> None:
+    print(f"logstore: {text}", file=sys.stderr)
+
+
+def _broker(args: argparse.Namespace) -> str:
+    return (
+        getattr(args, "broker", None)
+        or getattr(args, "global_broker", None)
+        or os.environ.get(BROKER_ENV)
+        or DEFAULT_BROKER
+    )
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _ms_text(value: int | None) -> str:
+    if value is None:
+        return "default"
+    if value < 0:
+        return "unlimited"
+    return str(value)
+
+
+# --- topics -------------------------------------------------------------------------------
+
+
+def _cmd_topics_create(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        topic = admin.create_topic(
+            args.name,
+            args.partitions,
+            retention_ms=args.retention_ms,
+            retention_bytes=args.retention_bytes,
+            segment_bytes=args.segment_bytes,
+            durability=args.durability,
+            durability_interval_ms=args.durability_interval_ms,
+            max_record_bytes=args.max_record_bytes,
+            max_batch_bytes=args.max_batch_bytes,
+        )
+    print(f"created topic {topic.name!r} with {topic.partition_count} partition(s)")
+    return 0
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__slots__}
+
+
+def _cmd_topics_list(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        topics = admin.list_topics(include_internal=args.internal)
+    if args.json:
+        for t in topics:
+            print(json.dumps({"name": t.name, "partition_count": t.partition_count, "config": _config_dict(t.config)}))
+        return 0
+    if not topics:
+        print("no topics", file=sys.stderr)
+        return 0
+    width = max(len("TOPIC"), *(len(t.name) for t in topics))
+    print(f"{'TOPIC':<{width}}  PARTITIONS  RETENTION_MS  DURABILITY")
+    for t in topics:
+        print(f"{t.name:<{width}}  {t.partition_count:>10}  {_ms_text(t.config.retention_ms):>12}  {t.config.durability}")
+    return 0
+
+
+def _cmd_topics_describe(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        d = admin.describe_topic(args.name)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "name": d.name,
+                    "partition_count": d.partition_count,
+                    "config": _config_dict(d.config),
+                    "partitions": [
+                        {name: getattr(p, name) for name in p.__slots__} for p in d.partitions
+                    ],
+                }
+            )
+        )
+        return 0
+    print(f"topic: {d.name}")
+    print(f"partitions: {d.partition_count}")
+    print("config:")
+    for name, value in _config_dict(d.config).items():
+        print(f"  {name}: {value if value is not None else 'default'}")
+    print(f"{'PARTITION':>9}  {'START':>12}  {'END':>12}  {'RECORDS':>12}  {'SIZE':>10}  SEGMENTS")
+    for p in d.partitions:
+        print(
+            f"{p.partition:>9}  {p.log_start_offset:>12}  {p.log_end_offset:>12}  {p.record_count:>12}  "
+            f"{_human_bytes(p.size_bytes):>10}  {p.segment_count}"
+        )
+    return 0
+
+
+def _cmd_topics_delete(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        admin.delete_topic(args.name)
+    print(f"deleted topic {args.name!r}")
+    return 0
+
+
+# --- produce ------------------------------------------------------------------------------
+
+
+def _parse_header(text: str) -> tuple[str, bytes]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"a header is NAME=VALUE, got {text!r}")
+    return name, value.encode("utf-8")
+
+
+class _ProduceSummary:
+    """Offsets seen per partition, folded in as futures complete."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ranges: dict[int, list[int]] = {}
+        self.error: BaseException | None = None
+
+    def add(self, future: Any) -> None:
+        exc = future.exception()
+        if exc is not None:
+            if self.error is None:
+                self.error = exc
+            return
+        meta = future.result()
+        self.count += 1
+        r = self.ranges.get(meta.partition)
+        if r is None:
+            self.ranges[meta.partition] = [meta.offset, meta.offset, 1]
+        else:
+            r[0] = min(r[0], meta.offset)
+            r[1] = max(r[1], meta.offset)
+            r[2] += 1
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from logstore.client import Producer
+
+    key = args.key.encode("utf-8") if args.key is not None else None
+    headers = args.header or None
+    summary = _ProduceSummary()
+    pending: collections.deque = collections.deque()
+    started = time.monotonic()
+    stdin = sys.stdin.buffer
+    with Producer(_broker(args), acks=args.acks, linger_ms=args.linger_ms) as producer:
+        send = producer.send
+        for line in stdin:
+            if line.endswith(b"\n"):
+                line = line[:-1]
+            pending.append(send(args.topic, line, key=key, headers=headers, partition=args.partition))
+            if len(pending) > 100_000:
+                summary.add(pending.popleft())
+                if summary.error is not None:
+                    break
+            elif pending[-1].done() and pending[-1].exception() is not None:
+                break  # e.g. the topic does not exist: stop reading at once
+        producer.flush()
+        while pending:
+            summary.add(pending.popleft())
+    elapsed = time.monotonic() - started
+    if summary.error is not None:
+        message = summary.error.message if isinstance(summary.error, LogstoreError) else str(summary.error)
+        _err(f"error: {message}")
+        if summary.count:
+            _err(f"{summary.count} record(s) were produced before the error")
+        return 1
+    if args.acks == "none":
+        detail = "acks=none: offsets not reported"
+    else:
+        detail = ", ".join(
+            f"partition {p}: offsets {lo}-{hi}" if lo != hi else f"partition {p}: offset {lo}"
+            for p, (lo, hi, _n) in sorted(summary.ranges.items())
+        )
+    print(
+        f"produced {summary.count} record(s) to {args.topic!r} in {elapsed:.2f} s"
+        + (f" ({detail})" if detail else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --- consume ------------------------------------------------------------------------------
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time; use e.g. 2024-05-01T12:00:00Z or 2024-05-01 12:00"
+        ) from None
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    from logstore.client import Reader
+
+    start: Any = "latest"
+    if args.from_beginning:
+        start = "earliest"
+    elif args.offset is not None:
+        start = args.offset
+    elif args.since is not None:
+        start = args.since
+    out = sys.stdout.buffer
+    remaining = args.max
+    reader = Reader(
+        _broker(args),
+        args.topic,
+        partitions=args.partition,
+        start=start,
+        follow=not args.no_follow,
+    )
+    try:
+        with reader:
+            while remaining is None or remaining > 0:
+                message = reader.poll(0.2)
+                if message is None:
+                    out.flush()
+                    if reader.finished:
+                        break
+                    continue
+                out.write(message_to_json(message).encode("utf-8") + b"\n")
+                if remaining is not None:
+                    remaining -= 1
+            out.flush()
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0
+
+
+# --- verify -------------------------------------------------------------------------------
+
+
+class _PartitionReport:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.segments = 0
+        self.batches = 0
+        self.records = 0
+        self.bytes = 0
+        self.first_offset: int | None = None
+        self.next_offset: int | None = None
+        self.problem: str | None = None
+
+
+class _Progress:
+    """A one-line progress display on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream
+        self.enabled = enabled
+        self._last = 0.0
+        self._started = time.monotonic()
+
+    def update(self, advanced: int, label: str, force: bool = False) -> None:
+        self.done += advanced
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        rate = self.done / max(now - self._started, 1e-9)
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        self.stream.write(
+            f"\rverifying {_human_bytes(self.done)} / {_human_bytes(self.total)} ({pct:5.1f}%) "
+            f"{_human_bytes(rate)}/s  {label[:40]:<40}"
+        )
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 100 + "\r")
+            self.stream.flush()
+
+
+def _verify_segment(path: Path, base: int, report: _PartitionReport, progress: _Progress) -> None:
+    """Scan one ``.log`` file; record the first problem in ``report`` and stop there."""
+    from logstore.storage.batch import check_header, read_header, verify_crc
+
+    size = path.stat().st_size
+    report.segments += 1
+    report.bytes += size
+    if report.next_offset is not None and base != report.next_offset:
+        report.problem = (
+            f"{path.name}: the segment starts at offset {base} but the previous one ends at "
+            f"{report.next_offset} (offsets must be contiguous)"
+        )
+        return
+    if report.first_offset is None:
+        report.first_offset = base
+    expected = base
+    if size == 0:
+        report.next_offset = expected
+        return
+    label = f"{report.name} {path.name}"
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+        pos = 0
+        while pos < size:
+            where = f"{path.name} at byte {pos} (offset {expected})"
+            try:
+                header = read_header(mm, pos)
+                check_header(header, size - pos)
+            except LogstoreError as exc:
+                report.problem = f"{where}: {exc.message}"
+                break
+            if header.base_offset != expected:
+                report.problem = (
+                    f"{where}: the batch says base offset {header.base_offset}, expected {expected}"
+                )
+                break
+            if not verify_crc(mm, pos, header.length):
+                report.problem = f"{where}: batch CRC32C mismatch ({header.record_count} records, {header.length} bytes)"
+                break
+            report.batches += 1
+            report.records += header.record_count
+            expected = header.base_offset + header.record_count
+            pos += header.length
+            progress.update(header.length, label)
+        progress.update(size - pos, label)
+    report.next_offset = expected
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    topics_dir = data_dir / "topics"
+    if not topics_dir.is_dir():
+        _err(f"error: {topics_dir} is not a directory; is {data_dir} a logstore data directory?")
+        return 2
+    partitions: list[tuple[str, Path]] = []
+    for topic_dir in sorted(topics_dir.iterdir()):
+        if topic_dir.name.startswith(".") or not topic_dir.is_dir():
+            continue  # .creating-* / .deleted-*: half-done operations the broker cleans up
+        numbered = [p for p in topic_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        for part_dir in sorted(numbered, key=lambda p: int(p.name)):
+            partitions.append((f"{topic_dir.name}/{part_dir.name}", part_dir))
+    plans: list[tuple[_PartitionReport, list[tuple[int, Path]]]] = []
+    total = 0
+    for name, part_dir in partitions:
+        segments = []
+        for entry in part_dir.iterdir():
+            found = _SEGMENT_LOG.match(entry.name)
+            if found and entry.is_file():
+                segments.append((int(found.group(1)), entry))
+                total += entry.stat().st_size
+        plans.append((_PartitionReport(name), sorted(segments)))
+    progress = _Progress(total, sys.stderr, sys.stderr.isatty() and total > _PROGRESS_MIN_BYTES and not args.quiet)
+    reports = []
+    for report, segments in plans:
+        for base, path in segments:
+            if report.problem is not None:
+                report.segments += 1
+                report.bytes += path.stat().st_size
+                progress.update(path.stat().st_size, report.name)
+                continue
+            _verify_segment(path, base, report, progress)
+        reports.append(report)
+    progress.finish()
+
+    bad = [r for r in reports if r.problem is not None]
+    if not args.quiet:
+        width = max([len("PARTITION")] + [len(r.name) for r in reports])
+        print(f"{'PARTITION':<{width}}  {'SEGMENTS':>8}  {'BATCHES':>9}  {'RECORDS':>12}  {'BYTES':>14}  STATUS")
+        for r in reports:
+            status = "ok" if r.problem is None else f"CORRUPT: {r.problem}"
+            print(f"{r.name:<{width}}  {r.segments:>8}  {r.batches:>9}  {r.records:>12}  {r.bytes:>14}  {status}")
+    summary = (
+        f"{len(reports)} partition(s), {sum(r.segments for r in reports)} segment(s), "
+        f"{sum(r.batches for r in reports)} batch(es), {sum(r.records for r in reports)} record(s), "
+        f"{_human_bytes(sum(r.bytes for r in reports))}"
+    )
+    if bad:
+        print(f"verify: {summary}: {len(bad)} partition(s) CORRUPT", file=sys.stderr if args.quiet else sys.stdout)
+        return 1
+    print(f"verify: {summary}: all batches ok", file=sys.stderr if args.quiet else sys.stdout)
+    return 0
+
+
+# --- serve --------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from logstore.server.app import run_serve
+
+    return run_serve(args)
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+_CONSUME_EPILOG = """\
+output: one JSON object per line:
+  {"topic": "t", "partition": 0, "offset": 42, "timestamp": 1714564800000,
+   "key": "k", "value": "text", "headers": [["name", "value"]]}
+timestamp is in milliseconds since the Unix epoch.  key and value are null for a
+null key/value.  A key, value or header value that is valid UTF-8 is written as
+a JSON string; any other bytes are written as {"base64": "<standard base64>"}.
+
+start: the log end (new records only) unless --from-beginning, --offset or --since
+is given.  --since takes an ISO 8601 time; without a UTC offset it is local time.
+"""
+
+_VERIFY_EPILOG = """\
+Reads DATA_DIR/topics/<topic>/<partition>/*.log directly (no broker needed; run it
+on a stopped broker's data or on a copy) and checks every batch: header ranges,
+contiguous offsets and the CRC32C.  Prints one line per partition with its first
+bad batch, if any, and a summary.  Exit status: 0 all ok, 1 corruption found,
+2 DATA_DIR is not a data directory.  A torn last batch left by a crash counts as
+corruption here; the broker cuts it off when it next opens the data directory.
+"""
+
+
+def _broker_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--broker",
+        metavar="HOST:PORT",
+        default=None,
+        help=f"the broker to talk to (default: ${BROKER_ENV}, else {DEFAULT_BROKER})",
+    )
+    return parent
+
+
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _nonnegative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,13 +537,150 @@ def build_parser() -> argparse.ArgumentParser:
         description="logstore: a partitioned commit log served over gRPC",
     )
     parser.add_argument("--version", action="version", version=f"logstore {__version__}")
+    parser.add_argument(
+        "--broker",
+        dest="global_broker",
+        metavar="HOST:PORT",
+        default=None,
+        help=f"the broker for client commands (default: ${BROKER_ENV}, else {DEFAULT_BROKER}); "
+        "also accepted after the command",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    broker = _broker_parent()
+
+    # topics
+    topics = commands.add_parser("topics", help="create, list, describe and delete topics")
+    topic_commands = topics.add_subparsers(title="topic commands", metavar="ACTION")
+    topics.set_defaults(func=lambda _args: (topics.print_help(sys.stderr), 2)[1])
+
+    create = topic_commands.add_parser("create", parents=[broker], help="create a topic")
+    create.add_argument("name", help="topic name: 1-249 of [A-Za-z0-9._-]")
+    create.add_argument("--partitions", type=_positive, default=1, metavar="N", help="partition count (default 1)")
+    create.add_argument("--retention-ms", type=int, metavar="MS", help="keep records this long; -1 forever")
+    create.add_argument("--retention-bytes", type=int, metavar="BYTES", help="per-partition size limit; -1 none")
+    create.add_argument("--segment-bytes", type=int, metavar="BYTES", help="segment file size")
+    create.add_argument(
+        "--durability", choices=("always", "interval", "os"), help="when appends are fsynced (default: the broker's)"
+    )
+    create.add_argument("--durability-interval-ms", type=int, metavar="MS", help="fsync interval with --durability interval")
+    create.add_argument("--max-record-bytes", type=int, metavar="BYTES", help="largest record accepted")
+    create.add_argument("--max-batch-bytes", type=int, metavar="BYTES", help="largest batch accepted")
+    create.set_defaults(func=_cmd_topics_create)
+
+    listing = topic_commands.add_parser("list", parents=[broker], help="list topics")
+    listing.add_argument("--internal", action="store_true", help="include the broker's own topics (__*)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per topic")
+    listing.set_defaults(func=_cmd_topics_list)
+
+    describe = topic_commands.add_parser("describe", parents=[broker], help="show a topic's config and partitions")
+    describe.add_argument("name")
+    describe.add_argument("--json", action="store_true", help="print one JSON object")
+    describe.set_defaults(func=_cmd_topics_describe)
+
+    delete = topic_commands.add_parser("delete", parents=[broker], help="delete a topic and all its records")
+    delete.add_argument("name")
+    delete.set_defaults(func=_cmd_topics_delete)
+
+    # produce
+    produce = commands.add_parser(
+        "produce",
+        parents=[broker],
+        help="send stdin lines as records",
+        description="Send each line of standard input (without its newline) as one record. "
+        "Bytes are sent as they are. A summary goes to stderr.",
+    )
+    produce.add_argument("topic")
+    produce.add_argument("--key", help="the key of every record (UTF-8); default: no key")
+    produce.add_argument(
+        "--header", action="append", type=_parse_header, metavar="NAME=VALUE", help="add a header (repeatable)"
+    )
+    produce.add_argument(
+        "--acks", choices=("none", "leader", "durable"), default="leader", help="what to wait for (default leader)"
+    )
+    produce.add_argument("--partition", type=_nonnegative, metavar="N", help="send every record to this partition")
+    produce.add_argument("--linger-ms", type=float, default=5, metavar="MS", help="batching delay (default 5)")
+    produce.set_defaults(func=_cmd_produce)
+
+    # consume
+    consume = commands.add_parser(
+        "consume",
+        parents=[broker],
+        help="print records as JSON lines",
+        description="Print the records of a topic as JSON lines, following the log until interrupted.",
+        epilog=_CONSUME_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    consume.add_argument("topic")
+    where = consume.add_mutually_exclusive_group()
+    where.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
+    where.add_argument("--offset", type=_nonnegative, metavar="N", help="start at offset N (in every partition read)")
+    where.add_argument("--since", type=_parse_time, metavar="ISO-TIME", help="start at the first record at or after this time")
+    consume.add_argument(
+        "--partition", type=_nonnegative, action="append", metavar="P", help="read only partition P (repeatable)"
+    )
+    consume.add_argument("--max", type=_nonnegative, metavar="N", help="exit after N records")
+    consume.add_argument("--no-follow", action="store_true", help="exit at the log end instead of waiting for more")
+    consume.set_defaults(func=_cmd_consume)
+
+    # verify
+    verify = commands.add_parser(
+        "verify",
+        help="check a data directory's segment files offline",
+        description="Check every batch of a data directory's segment files.",
+        epilog=_VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("data_dir", metavar="DATA_DIR")
+    verify.add_argument("--quiet", "-q", action="store_true", help="print only the summary (to stderr)")
+    verify.set_defaults(func=_cmd_verify)
+
+    # serve
+    serve = commands.add_parser("serve", help="run the broker")
+    serve.add_argument("--data-dir", required=True, metavar="DIR", help="where the topics are stored")
+    serve.add_argument(
+        "--listen", default=DEFAULT_BROKER, metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_BROKER})"
+    )
+    serve.add_argument("--config", metavar="FILE", help="broker configuration file")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error", "critical"),
+        metavar="LEVEL",
+        help="debug, info (default), warning, error or critical",
+    )
+    serve.set_defaults(func=_cmd_serve)
     return parser
+
+
+def _describe_unexpected(exc: BaseException) -> str | None:
+    """A one-line message for errors that should not show a traceback, else None."""
+    if isinstance(exc, LogstoreError):
+        return exc.message
+    grpc = sys.modules.get("grpc")
+    if grpc is not None and isinstance(exc, grpc.RpcError):
+        from logstore.client._channel import translate_rpc_error
+
+        return translate_rpc_error(exc).message
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = _describe_unexpected(exc)
+        if message is None:
+            raise
+        _err(f"error: {message}")
+        return 1

@@ -1,0 +1,940 @@
+"""The producer: batches records per partition and pipelines them over one gRPC stream.
+
+``Producer.send`` encodes the record straight into the wire format of
+``ProduceRequest.records`` (the same bytes the broker stores, see
+``logstore/storage/records.py``), appends it to the open batch of its
+``(topic, partition)`` and returns a ``concurrent.futures.Future`` that
+resolves to a ``RecordMetadata``.  A background sender thread closes a batch
+when it is full (``batch_bytes``), when it is ``linger_ms`` old, or on
+``flush``/``close``, and writes it as one ``ProduceStreamRequest`` naming its
+partition on the producer's single ``ProduceStream``, keeping up to
+``max_in_flight`` requests unanswered.  A reader thread matches each answer
+to its request (answers come in request order, ``request_id`` cross-checks)
+and resolves the futures of the whole batch at once.
+
+Partitioning happens here, so every request names one partition (the
+broker's fast path): a record with an explicit ``partition`` goes there; a
+keyed record goes to ``partition_for_key(key, partition_count)``, Kafka's
+murmur2 formula; a record with neither goes to the topic's *sticky*
+partition, which moves to the next partition each time a batch for it is
+closed.  Partition counts come from ``Admin.describe_topic``, cached per
+topic, dropped when the broker answers NOT_FOUND and refreshed after
+``metadata_max_age_ms``.
+
+Ordering: records sent to one partition from one thread get increasing
+offsets in send order, as long as none fails (a failed request fails all its
+records and later requests still go through).
+
+What the producer does not guarantee:
+- No retries.  A request whose stream breaks (UNAVAILABLE, CANCELLED, a
+  request that gets no answer within ``request_timeout_ms``) fails with its
+  outcome unknown: the records may or may not have been appended, and
+  sending them again may duplicate them (there is no idempotent producer
+  yet).
+- Futures do not support ``cancel()`` (it returns False): a record handed to
+  ``send`` is on its way.
+- Done callbacks run on the producer's I/O thread; keep them short and do
+  not call ``flush``/``close`` from them.
+- Argument errors (a negative timestamp, a value that is not bytes or str, a
+  record larger than the topic's ``max_record_bytes``, a closed producer)
+  raise from ``send`` itself; everything the broker or the network reports
+  resolves the future with a ``logstore.errors`` exception instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures._base import FINISHED, PENDING
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import grpc
+
+from logstore.broker.partitioner import partition_for_key
+from logstore.clock import Clock
+from logstore.client._channel import error_from_status, open_channel, translate_rpc_error
+from logstore.client.admin import Admin
+from logstore.client.messages import RecordMetadata
+from logstore.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LogClosed,
+    LogstoreError,
+    NotFound,
+    RecordTooLarge,
+    ResourceExhausted,
+)
+from logstore._proto.logstore.v1 import log_pb2
+
+_LOGGER = logging.getLogger(__name__)
+
+__all__ = ["Producer", "ACKS"]
+
+ACKS: dict[object, int] = {
+    "none": log_pb2.ACKS_NONE,
+    "leader": log_pb2.ACKS_LEADER,
+    "durable": log_pb2.ACKS_DURABLE,
+    # Kafka's spellings, for people porting code.
+    0: log_pb2.ACKS_NONE,
+    1: log_pb2.ACKS_LEADER,
+    "all": log_pb2.ACKS_DURABLE,
+    -1: log_pb2.ACKS_DURABLE,
+}
+
+_PRODUCE_STREAM_METHOD = "/logstore.v1.Log/ProduceStream"
+_BATCH_HEADER_BYTES = 53  # logstore.storage.batch.HEADER_SIZE: counted in a topic's max_batch_bytes
+_KEY_CACHE_LIMIT = 1 << 16  # keys whose partition is remembered per topic
+_IDLE_WAKE_S = 0.1  # the sender checks request deadlines and metadata age this often when idle
+
+_time_ns = time.time_ns
+_monotonic = time.monotonic
+_new = object.__new__
+
+
+# --- wire encoding ------------------------------------------------------------------------
+# Tags of ProducerRecord (records.proto), identical to those of a stored Record.
+_T_RECORD = b"\x0a"  # ProduceRequest.records (field 1, length-delimited)
+_T_TIMESTAMP = b"\x10"  # timestamp_ms (field 2, varint)
+_T_KEY = b"\x1a"  # key (field 3, length-delimited)
+_T_VALUE = b"\x22"  # value (field 4, length-delimited)
+_T_HEADER = b"\x2a"  # headers (field 5, length-delimited)
+_T_HEADER_NAME = b"\x0a"  # Header.name (field 1)
+_T_HEADER_VALUE = b"\x12"  # Header.value (field 2)
+# Tags of ProduceRequest / ProduceStreamRequest (log.proto).
+_T_TOPIC = b"\x12"  # ProduceRequest.topic (field 2)
+_T_ACKS = b"\x18"  # ProduceRequest.acks (field 3, varint)
+_T_PARTITION = b"\x20"  # ProduceRequest.partition (field 4, varint, explicit presence)
+_T_REQUEST_ID = b"\x08"  # ProduceStreamRequest.request_id (field 1, varint)
+_T_PRODUCE = b"\x12"  # ProduceStreamRequest.produce (field 2, length-delimited)
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
+
+
+def _varint(n: int) -> bytes:
+    return _VARINTS[n] if n < 16384 else _encode_varint(n)
+
+
+_TS_FIELDS: dict[int, bytes] = {}
+
+
+def _timestamp_field(timestamp_ms: int) -> bytes:
+    """The encoded ``timestamp_ms`` field (empty for 0), cached for recent timestamps."""
+    field_bytes = _TS_FIELDS.get(timestamp_ms)
+    if field_bytes is None:
+        if len(_TS_FIELDS) > 256:
+            _TS_FIELDS.clear()
+        field_bytes = _TS_FIELDS[timestamp_ms] = _T_TIMESTAMP + _encode_varint(timestamp_ms) if timestamp_ms else b""
+    return field_bytes
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    if type(data) is bytes:
+        return data  # type: ignore[return-value]
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise InvalidArgument(f"a record {what} must be bytes or str (or None), got {type(data).__name__}")
+
+
+def encode_record(
+    timestamp_ms: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes]] = (),
+) -> bytes:
+    """One record as an element of ``ProduceRequest.records``: tag, length, ProducerRecord.
+
+    The general (slower) path of ``Producer.send``; also what tests compare with
+    the protobuf library's own encoding.
+    """
+    body: list[bytes] = []
+    if timestamp_ms:
+        body.append(_T_TIMESTAMP + _encode_varint(timestamp_ms))
+    if key is not None:
+        body += (_T_KEY, _varint(len(key)), key)
+    if value is not None:
+        body += (_T_VALUE, _varint(len(value)), value)
+    for name, hvalue in headers:
+        name_bytes = name.encode("utf-8")
+        # Empty name/value fields are left out, as protobuf itself does (proto3 defaults).
+        header = b"".join(
+            (
+                (_T_HEADER_NAME + _varint(len(name_bytes)) + name_bytes) if name_bytes else b"",
+                (_T_HEADER_VALUE + _varint(len(hvalue)) + hvalue) if hvalue else b"",
+            )
+        )
+        body += (_T_HEADER, _varint(len(header)), header)
+    encoded = b"".join(body)
+    return _T_RECORD + _varint(len(encoded)) + encoded
+
+
+def _record_body_size(framed: int) -> int:
+    """The size of a record without its ``0x0A`` tag and length prefix, which is
+    what the broker compares with ``max_record_bytes``."""
+    body = framed - 2
+    while body + 1 + len(_varint(body)) > framed:
+        body -= 1
+    return body
+
+
+def _normalize_headers(headers: object) -> list[tuple[str, bytes]]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: list[tuple[str, bytes]] = []
+    try:
+        pairs = list(items)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgument("headers must be a mapping or an iterable of (name, value) pairs") from None
+    for pair in pairs:
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"a header must be a (name, value) pair, got {pair!r}") from None
+        if isinstance(name, (bytes, bytearray)):
+            try:
+                name = bytes(name).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidArgument(f"header name {name!r} is not valid UTF-8") from None
+        elif not isinstance(name, str):
+            raise InvalidArgument(f"a header name must be a str, got {type(name).__name__}")
+        out.append((name, b"" if value is None else _as_bytes(value, "header value")))
+    return out
+
+
+# --- futures ------------------------------------------------------------------------------
+
+
+class _Batch:
+    """The records of one produce request (one topic, one partition) and their shared state.
+
+    Every record future of the batch reads its state from here, so resolving
+    a batch of thousands of records is one assignment plus one notify.
+    """
+
+    __slots__ = (
+        "topic", "partition", "parts", "size", "count", "limit", "created", "force",
+        "cond", "state", "base_offset", "append_time", "exception", "watched",
+        "request_id", "sent_at",
+    )
+
+    def __init__(self, topic: str, partition: int, limit: int, now: float) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.parts: list[bytes] | None = [b""]  # [0] is replaced by the request header when sent
+        self.size = 0  # bytes of encoded records
+        self.count = 0
+        self.limit = limit  # the most record bytes this batch may hold (unless it has one record)
+        self.created = now
+        self.force = False  # flush/close: send without waiting for linger
+        self.cond = threading.Condition()
+        self.state = PENDING
+        self.base_offset = -1
+        self.append_time = 0
+        self.exception: BaseException | None = None
+        self.watched: list[_RecordFuture] = []  # futures with waiters or callbacks
+        self.request_id = 0
+        self.sent_at = 0.0
+
+    def resolve(self, base_offset: int, append_time: int, exception: BaseException | None) -> None:
+        """Finish every future of the batch (with a result, or with ``exception``)."""
+        with self.cond:
+            if self.state == FINISHED:
+                return
+            self.base_offset = base_offset
+            self.append_time = append_time
+            self.exception = exception
+            self.state = FINISHED
+            watched, self.watched = self.watched, []
+            for future in watched:
+                for waiter in future._w:
+                    if exception is None:
+                        waiter.add_result(future)
+                    else:
+                        waiter.add_exception(future)
+            self.cond.notify_all()
+        for future in watched:
+            future._invoke_callbacks()
+
+    def wait(self, deadline: float | None) -> bool:
+        with self.cond:
+            while self.state != FINISHED:
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+            return True
+
+
+class _RecordFuture(Future):
+    """A ``concurrent.futures.Future`` for one record, backed by its batch's state.
+
+    ``Future.__init__`` is not called: the condition, state and exception are
+    the batch's, the result is built on demand, and the waiter and callback
+    lists exist only for futures somebody waits on.  Everything
+    ``concurrent.futures.wait``/``as_completed``/``asyncio.wrap_future`` use
+    works as on a plain Future.
+    """
+
+    __slots__ = ("_b", "_i", "_t", "_w", "_cb")
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        return self._b.cond
+
+    @property
+    def _state(self) -> str:  # type: ignore[override]
+        return self._b.state
+
+    @property
+    def _exception(self) -> BaseException | None:  # type: ignore[override]
+        return self._b.exception
+
+    @property
+    def _result(self) -> RecordMetadata | None:  # type: ignore[override]
+        batch = self._b
+        if batch.state != FINISHED or batch.exception is not None:
+            return None
+        offset = batch.base_offset + self._i if batch.base_offset >= 0 else -1
+        return RecordMetadata(batch.topic, batch.partition, offset, self._t or batch.append_time)
+
+    def _watch(self) -> None:
+        """Called with the condition held: make the waiter/callback lists and
+        register with the batch so that resolving it reaches them."""
+        try:
+            self._w
+        except AttributeError:
+            self._w = []
+            self._cb = []
+            if self._b.state != FINISHED:
+                self._b.watched.append(self)
+
+    @property
+    def _waiters(self) -> list:  # type: ignore[override]
+        self._watch()
+        return self._w
+
+    @property
+    def _done_callbacks(self) -> list:  # type: ignore[override]
+        try:
+            return self._cb
+        except AttributeError:
+            return []
+
+    def add_done_callback(self, fn) -> None:  # type: ignore[no-untyped-def]
+        with self._b.cond:
+            if self._b.state != FINISHED:
+                self._watch()
+                self._cb.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:
+            _LOGGER.exception("exception calling callback for %r", self)
+
+    def cancel(self) -> bool:
+        """Records cannot be withdrawn once sent; always False."""
+        return False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        raise RuntimeError("a producer record future is resolved by its producer only")
+
+    def set_result(self, result: object) -> None:
+        raise RuntimeError("a producer record future is resolved by its producer only")
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        raise RuntimeError("a producer record future is resolved by its producer only")
+
+
+def _check_timestamp(timestamp_ms: object) -> int:
+    if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
+        raise InvalidArgument(f"timestamp_ms must be an int (ms since the epoch), got {timestamp_ms!r}")
+    if timestamp_ms < 0:
+        raise InvalidArgument(f"timestamp_ms must be 0 (the broker's clock) or positive, got {timestamp_ms}")
+    return int(timestamp_ms)
+
+
+def _failed_future(exc: BaseException) -> Future:
+    future: Future = Future()
+    future.set_exception(exc)
+    return future
+
+
+# --- the producer -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _TopicMeta:
+    partition_count: int
+    record_limit: int  # the topic's max_record_bytes, or no limit
+    batch_limit: int  # record bytes per request: min(batch_bytes, max_batch_bytes - header)
+    fetched_at: float
+    stale: bool = False
+    key_cache: dict = field(default_factory=dict)
+
+
+class _Stream:
+    """One ProduceStream call with its queue of request bytes and unanswered batches."""
+
+    __slots__ = ("call", "queue", "inflight", "dead", "timed_out", "thread")
+
+    def __init__(self) -> None:
+        self.queue: _RequestQueue | None = None
+        self.call = None
+        self.inflight: collections.deque[_Batch] = collections.deque()
+        self.dead = False
+        self.timed_out = False
+        self.thread: threading.Thread | None = None
+
+
+class _RequestQueue:
+    """A blocking FIFO of request bytes feeding gRPC's request iterator; None ends it."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+
+    def put(self, item: bytes | None) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            item = self._items.popleft()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+class Producer:
+    """Sends records to a logstore broker; see the module docstring.
+
+    Parameters:
+        broker: ``HOST:PORT`` of the broker.
+        acks: ``"none"``, ``"leader"`` (appended and visible) or ``"durable"``
+            (fsynced) -- Kafka's ``0``, ``1`` and ``"all"`` are accepted too.
+        linger_ms: how long a batch may wait for more records before it is sent.
+        batch_bytes: the most record bytes one request carries (also capped by
+            the topic's ``max_batch_bytes``).
+        max_in_flight: unanswered requests allowed on the stream.
+        buffer_bytes: the most bytes of closed batches waiting to be sent or
+            answered; beyond it, a ``send`` that needs a new batch blocks up to
+            ``max_block_ms``, then raises ``ResourceExhausted``.
+        request_timeout_ms: an unanswered request older than this cancels the
+            stream; its batches (and any others in flight) fail.
+        metadata_max_age_ms: partition counts older than this are looked up again.
+        clock: where default record timestamps come from (epoch ms); the wall
+            clock by default.
+    """
+
+    def __init__(
+        self,
+        broker: str | None = "127.0.0.1:50051",
+        *,
+        acks: str | int = "leader",
+        linger_ms: float = 5,
+        batch_bytes: int = 1 << 20,
+        max_in_flight: int = 4,
+        buffer_bytes: int = 32 << 20,
+        max_block_ms: float = 60_000,
+        request_timeout_ms: float = 30_000,
+        metadata_max_age_ms: float = 300_000,
+        clock: Clock | None = None,
+    ) -> None:
+        try:
+            self._acks = ACKS[acks.lower() if isinstance(acks, str) else acks]
+        except (KeyError, TypeError):
+            raise InvalidArgument(f"acks {acks!r} is not known: use 'none', 'leader' or 'durable'") from None
+        if linger_ms < 0 or batch_bytes < 1 or max_in_flight < 1 or buffer_bytes < 1:
+            raise InvalidArgument(
+                "linger_ms must be >= 0 and batch_bytes, max_in_flight and buffer_bytes >= 1; got "
+                f"linger_ms={linger_ms}, batch_bytes={batch_bytes}, max_in_flight={max_in_flight}, "
+                f"buffer_bytes={buffer_bytes}"
+            )
+        self._channel, self.target = open_channel(broker)
+        self._admin = Admin(_channel=(self._channel, self.target))
+        self._produce_stream = self._channel.stream_stream(
+            _PRODUCE_STREAM_METHOD,
+            request_serializer=None,  # requests are encoded here, as bytes
+            response_deserializer=log_pb2.ProduceStreamResponse.FromString,
+        )
+        self._acks_field = _T_ACKS + _varint(self._acks)
+        self._linger = linger_ms / 1000.0
+        self._batch_bytes = batch_bytes
+        self._max_in_flight = max_in_flight
+        self._buffer_limit = buffer_bytes
+        self._max_block = max_block_ms / 1000.0
+        self._request_timeout = request_timeout_ms / 1000.0
+        self._metadata_max_age = metadata_max_age_ms / 1000.0
+        self._clock = clock  # None: time.time_ns inline, the fastest wall clock read
+
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)  # the sender waits on it
+        self._space = threading.Condition(self._lock)  # send() waits on it when the buffer is full
+        self._open: dict[tuple[str, int], _Batch] = {}  # creation order
+        self._full: collections.deque[_Batch] = collections.deque()
+        self._incomplete: set[_Batch] = set()
+        self._buffered = 0
+        self._inflight = 0
+        self._sticky: dict[str, int] = {}  # topic -> the partition keyless records go to
+        self._sticky_batches: dict[str, _Batch] = {}  # topic -> the open batch of that partition
+        self._meta: dict[str, _TopicMeta] = {}
+        self._meta_lock = threading.Lock()
+        self._stream: _Stream | None = None
+        self._streams: list[_Stream] = []
+        self._next_request_id = 1
+        self._closing = False
+        self._closed = False
+        # Encoding cache: record prefixes (tag, length, timestamp, value tag and
+        # length) by value length, for the current timestamp.
+        self._prefix_ts = -1
+        self._ts_field = b""
+        self._prefixes: dict[int, tuple[bytes, int, int]] = {}
+
+        self._sender = threading.Thread(target=self._run_sender, name="logstore-producer-sender", daemon=True)
+        self._sender.start()
+
+    # -- public API ---------------------------------------------------------------
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | str | None = None,
+        key: bytes | str | None = None,
+        headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Future:
+        """Queue one record; the future resolves to its ``RecordMetadata``.
+
+        ``value`` and ``key`` are bytes (or str, sent as UTF-8); ``None`` is a
+        null value or key.  ``headers`` is a mapping or an iterable of
+        ``(name, value)`` pairs.  ``timestamp_ms`` defaults to now; 0 asks the
+        broker to stamp the record with its clock.  Raises
+        ``InvalidArgument``/``RecordTooLarge`` for a bad record and
+        ``FailedPrecondition`` once the producer is closed.
+        """
+        if timestamp_ms is None:
+            timestamp_ms = _time_ns() // 1_000_000 if self._clock is None else self._clock()
+        elif type(timestamp_ms) is not int or timestamp_ms < 0:
+            timestamp_ms = _check_timestamp(timestamp_ms)
+        meta = self._meta.get(topic)
+        if meta is None or meta.stale:
+            try:
+                meta = self._load_meta(topic)
+            except LogstoreError as exc:
+                return _failed_future(exc)
+        if key is None and headers is None and type(value) is bytes:
+            encoded = None  # the common case: a cached prefix, then the value itself
+        else:
+            if key is not None and type(key) is not bytes:
+                key = _as_bytes(key, "key")
+            if value is not None and type(value) is not bytes:
+                value = _as_bytes(value, "value")
+            if headers is None and key is not None and value is not None:
+                ts_field = _timestamp_field(timestamp_ms)
+                key_len = _varint(len(key))
+                value_len = _varint(len(value))
+                body = len(ts_field) + 2 + len(key_len) + len(key) + len(value_len) + len(value)
+                encoded = b"".join(
+                    (_T_RECORD, _varint(body), ts_field, _T_KEY, key_len, key, _T_VALUE, value_len, value)
+                )
+            else:
+                encoded = encode_record(
+                    timestamp_ms, key, value, _normalize_headers(headers) if headers is not None else ()
+                )
+            size = len(encoded)
+            if key is not None and partition is None:
+                partition = meta.key_cache.get(key)
+                if partition is None:
+                    partition = partition_for_key(key, meta.partition_count)  # type: ignore[arg-type]
+                    if len(meta.key_cache) < _KEY_CACHE_LIMIT:
+                        meta.key_cache[key] = partition
+        if partition is not None and (type(partition) is not int or partition < 0):
+            raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
+
+        lock = self._lock
+        lock.acquire()  # (not `with`: this is the hot path, and acquire/release is cheaper)
+        try:
+            if encoded is None:
+                if timestamp_ms != self._prefix_ts:
+                    self._prefix_ts = timestamp_ms
+                    self._ts_field = _T_TIMESTAMP + _encode_varint(timestamp_ms) if timestamp_ms else b""
+                    self._prefixes = {}
+                n = len(value)  # type: ignore[arg-type]
+                cached = self._prefixes.get(n)
+                if cached is None:
+                    ts_field = self._ts_field
+                    prefix = _T_RECORD + _varint(len(ts_field) + 1 + len(_varint(n)) + n) + ts_field + _T_VALUE + _varint(n)
+                    size = len(prefix) + n
+                    cached = self._prefixes[n] = (prefix, size, _record_body_size(size))
+                prefix, size, body_size = cached
+            else:
+                body_size = _record_body_size(size)
+            if body_size > meta.record_limit:
+                raise RecordTooLarge(
+                    f"a record of {body_size} bytes exceeds max_record_bytes={meta.record_limit} "
+                    f"of topic {topic!r}; send a smaller record or raise the topic's limit"
+                )
+            if partition is None:
+                batch = self._sticky_batches.get(topic)
+                if batch is None or batch.size + size > batch.limit:
+                    batch = self._sticky_batch_locked(topic, meta, size, batch)
+            else:
+                batch = self._open.get((topic, partition))
+                if batch is None or batch.size + size > batch.limit:
+                    batch = self._new_batch_locked(topic, partition, meta, size, batch)
+            parts = batch.parts
+            if encoded is None:
+                parts.append(prefix)  # type: ignore[union-attr]
+                parts.append(value)  # type: ignore[union-attr, arg-type]
+            else:
+                parts.append(encoded)  # type: ignore[union-attr]
+            index = batch.count
+            batch.count = index + 1
+            batch.size += size
+            if batch.size >= batch.limit:
+                self._close_batch_locked(batch)
+        finally:
+            lock.release()
+        future = _new(_RecordFuture)
+        future._b = batch
+        future._i = index
+        future._t = timestamp_ms
+        return future
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Send every record queued so far at once and wait until all are answered.
+
+        Returns how many of those records are still unanswered: 0 unless the
+        ``timeout`` (seconds) ran out.  Failed records count as answered;
+        their futures hold the errors.
+        """
+        deadline = None if timeout is None else _monotonic() + timeout
+        with self._lock:
+            pending = list(self._incomplete)
+            for batch in self._open.values():
+                batch.force = True
+            self._wakeup.notify()
+        for batch in pending:
+            batch.wait(deadline)
+        return sum(b.count for b in pending if b.state != FINISHED)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is queued, wait for the answers (up to ``timeout`` seconds),
+        then close the stream and the channel.  Records still unanswered after
+        the timeout fail with ``LogClosed``.  Calling ``close`` again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = self._closing = True
+            for batch in self._open.values():
+                batch.force = True
+            self._wakeup.notify_all()
+            self._space.notify_all()
+        deadline = None if timeout is None else _monotonic() + timeout
+        self._sender.join(None if deadline is None else max(0.0, deadline - _monotonic()))
+        for stream in list(self._streams):
+            if stream.thread is not None:
+                stream.thread.join(None if deadline is None else max(0.0, deadline - _monotonic()))
+        with self._lock:
+            leftovers = list(self._incomplete)
+            streams = list(self._streams)
+            self._open.clear()
+            self._sticky_batches.clear()
+            self._full.clear()
+            self._wakeup.notify_all()
+        for stream in streams:
+            if stream.call is not None:
+                stream.call.cancel()
+        error = LogClosed("the producer was closed before the broker answered; the record may or may not have been appended")
+        for batch in leftovers:
+            self._finish(batch, -1, 0, error, counted=batch.request_id != 0)
+        self._sender.join(1.0)
+        self._channel.close()
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Producer(broker={self.target!r})"
+
+    # -- metadata -----------------------------------------------------------------
+
+    def _load_meta(self, topic: str) -> _TopicMeta:
+        with self._meta_lock:
+            meta = self._meta.get(topic)
+            if meta is not None and not meta.stale:
+                return meta
+            description = self._admin.describe_topic(topic)
+            config = description.config
+            limit = self._batch_bytes
+            if config.max_batch_bytes is not None:
+                limit = max(1, min(limit, config.max_batch_bytes - _BATCH_HEADER_BYTES))
+            record_limit = config.max_record_bytes if config.max_record_bytes is not None else 1 << 62
+            meta = _TopicMeta(description.partition_count, record_limit, limit, _monotonic())
+            self._meta[topic] = meta
+            return meta
+
+    # -- batching (lock held) -----------------------------------------------------
+
+    def _sticky_batch_locked(self, topic: str, meta: _TopicMeta, size: int, full: _Batch | None) -> _Batch:
+        """The batch a keyless record of ``topic`` goes to when the current sticky
+        batch is missing or ``full`` (which is closed, moving the sticky partition on)."""
+        if full is not None:
+            self._close_batch_locked(full)
+        partition = self._sticky.get(topic)
+        if partition is None or partition >= meta.partition_count:  # new, or the topic was recreated smaller
+            partition = self._sticky[topic] = random.randrange(meta.partition_count)
+        batch = self._open.get((topic, partition))
+        if batch is None or batch.size + size > batch.limit:
+            batch = self._new_batch_locked(topic, partition, meta, size, batch)
+        self._sticky_batches[topic] = batch
+        return batch
+
+    def _new_batch_locked(
+        self, topic: str, partition: int, meta: _TopicMeta, size: int, full: _Batch | None
+    ) -> _Batch:
+        """Close ``full`` (if any) and open a new batch, after the checks that
+        only need doing once per batch: closed producer, record size, buffer space."""
+        if self._closing:
+            raise FailedPrecondition("the producer is closed; create a new Producer to send more records")
+        if full is not None:
+            self._close_batch_locked(full, rotate=False)
+        if self._buffered > self._buffer_limit:
+            self._wait_for_space_locked()
+            existing = self._open.get((topic, partition))
+            if existing is not None and existing.size + size <= existing.limit:
+                return existing
+            if existing is not None:
+                self._close_batch_locked(existing, rotate=False)
+        batch = _Batch(topic, partition, meta.batch_limit, _monotonic())
+        self._open[(topic, partition)] = batch
+        self._incomplete.add(batch)
+        self._wakeup.notify()
+        return batch
+
+    def _close_batch_locked(self, batch: _Batch, *, rotate: bool = True) -> None:
+        """Take a batch out of the open set; it is sent next (FIFO with other full ones)."""
+        key = (batch.topic, batch.partition)
+        if self._open.get(key) is batch:
+            del self._open[key]
+            if self._sticky_batches.get(batch.topic) is batch:
+                del self._sticky_batches[batch.topic]
+            self._full.append(batch)
+            self._buffered += batch.size
+            if rotate:
+                self._rotate_sticky_locked(batch)
+            self._wakeup.notify()
+
+    def _rotate_sticky_locked(self, batch: _Batch) -> None:
+        if self._sticky.get(batch.topic) == batch.partition:
+            meta = self._meta.get(batch.topic)
+            count = meta.partition_count if meta is not None else 1
+            self._sticky[batch.topic] = (batch.partition + 1) % count
+
+    def _wait_for_space_locked(self) -> None:
+        deadline = _monotonic() + self._max_block
+        self._wakeup.notify()
+        while self._buffered > self._buffer_limit:
+            if self._closing:
+                raise FailedPrecondition("the producer is closed; create a new Producer to send more records")
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                raise ResourceExhausted(
+                    f"the producer's buffer ({self._buffer_limit} bytes) stayed full for "
+                    f"{self._max_block * 1000:.0f} ms; the broker is not keeping up or unreachable"
+                )
+            self._space.wait(remaining)
+
+    def _pick_locked(self, now: float) -> _Batch | None:
+        if self._full:
+            return self._full.popleft()
+        for key, batch in self._open.items():  # the oldest open batch expires first
+            if batch.force or self._closing or now - batch.created >= self._linger:
+                del self._open[key]
+                if self._sticky_batches.get(batch.topic) is batch:
+                    del self._sticky_batches[batch.topic]
+                self._buffered += batch.size
+                self._rotate_sticky_locked(batch)
+                return batch
+            return None
+        return None
+
+    def _next_wait_locked(self, now: float) -> float:
+        timeout = _IDLE_WAKE_S
+        if self._inflight < self._max_in_flight and self._open:
+            oldest = next(iter(self._open.values()))
+            timeout = min(timeout, max(0.0, oldest.created + self._linger - now))
+        return timeout
+
+    # -- the sender thread --------------------------------------------------------
+
+    def _run_sender(self) -> None:
+        try:
+            self._sender_loop()
+        except BaseException:  # pragma: no cover - a bug; make it visible
+            _LOGGER.exception("the producer's sender thread died")
+            raise
+
+    def _sender_loop(self) -> None:
+        next_meta_check = _monotonic() + 1.0
+        while True:
+            with self._lock:
+                while True:
+                    now = _monotonic()
+                    self._expire_requests_locked(now)
+                    if now >= next_meta_check:
+                        next_meta_check = now + 1.0
+                        for meta in self._meta.values():
+                            if now - meta.fetched_at > self._metadata_max_age:
+                                meta.stale = True
+                    batch = None
+                    if self._inflight < self._max_in_flight:
+                        batch = self._pick_locked(now)
+                        if batch is not None:
+                            break
+                    if self._closing and not self._open and not self._full:
+                        stream = self._stream
+                        self._stream = None
+                        if stream is not None and stream.queue is not None:
+                            stream.queue.put(None)  # half-close: the broker answers what it has, then OK
+                        return
+                    self._wakeup.wait(self._next_wait_locked(now))
+                self._inflight += 1
+                stream = self._stream
+                if stream is None or stream.dead:
+                    stream = self._open_stream_locked()
+                request_id = self._next_request_id
+                self._next_request_id = request_id + 1
+                batch.request_id = request_id
+                batch.sent_at = now
+                stream.inflight.append(batch)
+            stream.queue.put(self._encode_request(batch, request_id))  # type: ignore[union-attr]
+
+    def _encode_request(self, batch: _Batch, request_id: int) -> bytes:
+        topic = batch.topic.encode("utf-8")
+        tail = b"".join(
+            (_T_TOPIC, _varint(len(topic)), topic, self._acks_field, _T_PARTITION, _varint(batch.partition))
+        )
+        parts = batch.parts
+        assert parts is not None
+        batch.parts = None
+        parts[0] = b"".join((_T_REQUEST_ID, _encode_varint(request_id), _T_PRODUCE, _varint(batch.size + len(tail))))
+        parts.append(tail)
+        return b"".join(parts)
+
+    def _open_stream_locked(self) -> _Stream:
+        stream = _Stream()
+        stream.queue = _RequestQueue()  # type: ignore[assignment]
+        stream.call = self._produce_stream(iter(stream.queue))  # type: ignore[arg-type]
+        stream.thread = threading.Thread(
+            target=self._read_answers, args=(stream,), name="logstore-producer-answers", daemon=True
+        )
+        self._stream = stream
+        self._streams = [s for s in self._streams if not s.dead] + [stream]
+        stream.thread.start()
+        return stream
+
+    def _expire_requests_locked(self, now: float) -> None:
+        for stream in self._streams:
+            if stream.inflight and not stream.dead and now - stream.inflight[0].sent_at > self._request_timeout:
+                stream.timed_out = True
+                stream.call.cancel()
+
+    # -- the answer thread --------------------------------------------------------
+
+    def _read_answers(self, stream: _Stream) -> None:
+        error: LogstoreError | None = None
+        try:
+            for response in stream.call:  # type: ignore[union-attr]
+                with self._lock:
+                    batch = stream.inflight.popleft() if stream.inflight else None
+                if batch is None or response.request_id != batch.request_id:
+                    error = LogstoreError(
+                        f"broker {self.target} answered request {response.request_id} but "
+                        f"{batch.request_id if batch else 'none'} was expected; the stream was reset"
+                    )
+                    if batch is not None:
+                        self._finish(batch, -1, 0, error)
+                    stream.call.cancel()  # type: ignore[union-attr]
+                    break
+                self._answer(batch, response)
+        except grpc.RpcError as exc:
+            if stream.timed_out:
+                error = LogstoreError(
+                    f"broker {self.target} did not answer a produce request within "
+                    f"{self._request_timeout * 1000:.0f} ms; the outcome is unknown"
+                )
+                error.grpc_status = "DEADLINE_EXCEEDED"
+            else:
+                error = translate_rpc_error(exc, self.target)
+        except Exception as exc:  # pragma: no cover - a bug
+            _LOGGER.exception("the producer's answer thread failed")
+            error = LogstoreError(f"the producer failed reading answers: {exc!r}")
+        with self._lock:
+            stream.dead = True
+            failed = list(stream.inflight)
+            stream.inflight.clear()
+            if self._stream is stream:
+                self._stream = None
+        stream.queue.put(None)  # type: ignore[union-attr]  # ends gRPC's request iterator
+        if failed:
+            if error is None:
+                error = LogClosed(
+                    f"the produce stream to {self.target} ended before the broker answered; "
+                    "the outcome is unknown"
+                )
+            for batch in failed:
+                self._finish(batch, -1, 0, error)
+
+    def _answer(self, batch: _Batch, response: log_pb2.ProduceStreamResponse) -> None:
+        kind = response.WhichOneof("result")
+        if kind == "error":
+            self._finish(batch, -1, 0, error_from_status(response.error.code, response.error.message))
+            return
+        if kind != "response" or not response.response.partitions:
+            self._finish(batch, -1, 0, LogstoreError(f"broker {self.target} sent an empty produce answer"))
+            return
+        result = response.response.partitions[0]
+        if result.HasField("error") and result.error.code:
+            self._finish(batch, -1, 0, error_from_status(result.error.code, result.error.message))
+            return
+        self._finish(batch, result.base_offset, result.log_append_time_ms, None)
+
+    def _finish(self, batch: _Batch, base_offset: int, append_time: int, exc: LogstoreError | None, *, counted: bool = True) -> None:
+        with self._lock:
+            if batch not in self._incomplete:
+                return
+            self._incomplete.discard(batch)
+            if counted:
+                self._inflight -= 1
+            self._buffered -= batch.size
+            if isinstance(exc, NotFound):
+                self._meta.pop(batch.topic, None)  # the topic or partition count changed
+            self._wakeup.notify()
+            self._space.notify_all()
+        batch.resolve(base_offset, append_time, exc)

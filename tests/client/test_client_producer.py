@@ -1,0 +1,249 @@
+"""Producer against a real broker: offsets, partitioning, flush/close, errors, futures."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+from logstore import errors
+from logstore.broker.partitioner import partition_for_key
+from logstore.clock import ManualClock
+from logstore.client import Admin, Producer, Reader, RecordMetadata
+
+
+def _read_all(broker: str, topic: str) -> list:
+    with Reader(broker, topic, start="earliest", follow=False) as reader:
+        return list(reader)
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 4])
+def test_futures_resolve_to_contiguous_offsets_per_partition(broker: str, make_topic, max_in_flight: int) -> None:
+    """Records sent to each partition get offsets 0..n-1 in send order, across many pipelined batches."""
+    topic = make_topic(3)
+    with Producer(broker, linger_ms=1, batch_bytes=300, max_in_flight=max_in_flight) as producer:
+        futures = {p: [] for p in range(3)}
+        for i in range(600):
+            p = i % 3
+            futures[p].append(producer.send(topic, b"v%d" % i, partition=p))
+        producer.flush()
+        assert len(producer._streams) == 1  # every request went over one ProduceStream
+        assert producer._next_request_id > 20  # ... as many pipelined requests
+    for p, fs in futures.items():
+        metas = [f.result(timeout=10) for f in fs]
+        assert [m.offset for m in metas] == list(range(200))
+        assert {(m.topic, m.partition) for m in metas} == {(topic, p)}
+        assert all(isinstance(m, RecordMetadata) for m in metas)
+    stored = _read_all(broker, topic)
+    by_partition = {p: [m.value for m in stored if m.partition == p] for p in range(3)}
+    assert by_partition[1] == [b"v%d" % i for i in range(1, 600, 3)]
+
+
+def test_keyed_records_land_on_the_kafka_partition_in_order(broker: str, make_topic) -> None:
+    """A keyed record goes to partition_for_key(key, n) and records of one key keep their send order."""
+    topic = make_topic(5)
+    keys = [b"user-%d" % k for k in range(20)]
+    with Producer(broker, linger_ms=2, batch_bytes=500) as producer:
+        futures = [(k, i, producer.send(topic, b"%s:%d" % (k, i), key=k)) for i in range(30) for k in keys]
+    for key, _i, future in futures:
+        assert future.result(timeout=10).partition == partition_for_key(key, 5)
+    stored = _read_all(broker, topic)
+    assert len(stored) == 600
+    for key in keys:
+        mine = [m for m in stored if m.key == key]
+        assert {m.partition for m in mine} == {partition_for_key(key, 5)}
+        assert [m.value for m in mine] == [b"%s:%d" % (key, i) for i in range(30)]
+
+
+def test_keyless_records_stick_to_a_partition_per_batch_and_rotate(broker: str, make_topic) -> None:
+    """Keyless records fill one partition per batch, then rotate: several partitions, few switches."""
+    topic = make_topic(4)
+    with Producer(broker, linger_ms=1000, batch_bytes=1000) as producer:
+        futures = [producer.send(topic, b"x" * 50) for _ in range(200)]
+    metas = [f.result(timeout=10) for f in futures]
+    used = {m.partition for m in metas}
+    assert len(used) >= 2
+    # Consecutive sends share a partition until a batch is full (about 1000 bytes = ~16 records).
+    switches = sum(1 for a, b in zip(metas, metas[1:]) if a.partition != b.partition)
+    assert 5 <= switches <= 20
+    assert sum(1 for m in _read_all(broker, topic)) == 200
+
+
+def test_flush_sends_at_once_and_waits_for_every_answer(broker: str, make_topic) -> None:
+    """flush() does not wait for linger_ms, returns 0, and every earlier future is then done."""
+    topic = make_topic(2)
+    with Producer(broker, linger_ms=60_000) as producer:
+        futures = [producer.send(topic, b"r%d" % i, partition=i % 2) for i in range(50)]
+        time.sleep(0.05)
+        assert not any(f.done() for f in futures)  # lingering: nothing sent yet
+        started = time.monotonic()
+        assert producer.flush(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert all(f.done() for f in futures)
+        assert sorted(f.result().offset for f in futures) == sorted(list(range(25)) * 2)
+
+
+def test_close_delivers_pending_records_then_refuses_sends(broker: str, make_topic) -> None:
+    """Leaving the with block sends what is queued; send() afterwards raises FailedPrecondition."""
+    topic = make_topic()
+    producer = Producer(broker, linger_ms=60_000)
+    with producer:
+        futures = [producer.send(topic, b"last-%d" % i) for i in range(10)]
+    assert [f.result(timeout=0).offset for f in futures] == list(range(10))
+    with pytest.raises(errors.FailedPrecondition):
+        producer.send(topic, b"too late")
+    producer.close()  # a second close is harmless
+
+
+def test_acks_none_reports_no_offsets_but_records_arrive(broker: str, make_topic) -> None:
+    """With acks='none' futures resolve to offset -1 and the records are still appended."""
+    topic = make_topic()
+    with Producer(broker, acks="none") as producer:
+        futures = [producer.send(topic, b"n%d" % i) for i in range(20)]
+    assert {f.result(timeout=10).offset for f in futures} == {-1}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        values = [m.value for m in _read_all(broker, topic)]
+        if len(values) == 20:
+            break
+        time.sleep(0.05)
+    assert values == [b"n%d" % i for i in range(20)]
+
+
+def test_unknown_topic_fails_the_future_with_not_found(broker: str) -> None:
+    """send() to a topic that does not exist resolves its future with NotFound."""
+    with Producer(broker) as producer:
+        future = producer.send("no-such-topic-here", b"x")
+        with pytest.raises(errors.NotFound, match="no-such-topic-here"):
+            future.result(timeout=10)
+
+
+def test_partition_out_of_range_fails_then_works_after_growing(broker: str, make_topic, admin: Admin) -> None:
+    """NotFound for a missing partition refreshes the cached count: after growing, keys follow the new count."""
+    topic = make_topic(2)
+    with Producer(broker) as producer:
+        with pytest.raises(errors.NotFound):
+            producer.send(topic, b"x", partition=3).result(timeout=10)
+        admin.create_partitions(topic, 6)
+        assert producer.send(topic, b"y", partition=3).result(timeout=10).offset == 0
+        keyed = [producer.send(topic, b"k", key=b"key-%d" % i) for i in range(40)]
+        for i, future in enumerate(keyed):
+            assert future.result(timeout=10).partition == partition_for_key(b"key-%d" % i, 6)
+
+
+def test_timestamps_default_to_now_and_explicit_ones_are_kept(broker: str, make_topic) -> None:
+    """A record without a timestamp gets the send time; an explicit timestamp is stored as given."""
+    topic = make_topic()
+    before = time.time_ns() // 1_000_000
+    with Producer(broker) as producer:
+        now_future = producer.send(topic, b"now")
+        explicit = producer.send(topic, b"then", timestamp_ms=1_234_567)
+    after = time.time_ns() // 1_000_000
+    assert before <= now_future.result().timestamp_ms <= after
+    assert explicit.result().timestamp_ms == 1_234_567
+    stored = _read_all(broker, topic)
+    assert [m.timestamp_ms for m in stored] == [now_future.result().timestamp_ms, 1_234_567]
+
+
+def test_default_timestamps_come_from_the_injected_clock(broker: str, make_topic) -> None:
+    """With clock=ManualClock, records without a timestamp carry the clock's reading."""
+    topic = make_topic()
+    clock = ManualClock(1_600_000_000_000)
+    with Producer(broker, clock=clock) as producer:
+        first = producer.send(topic, b"a")
+        clock.advance(250)
+        second = producer.send(topic, b"b")
+    assert [first.result().timestamp_ms, second.result().timestamp_ms] == [1_600_000_000_000, 1_600_000_000_250]
+    assert [m.timestamp_ms for m in _read_all(broker, topic)] == [1_600_000_000_000, 1_600_000_000_250]
+
+
+def test_null_and_empty_keys_values_and_headers_round_trip(broker: str, make_topic) -> None:
+    """None and b'' stay distinct for key and value; headers keep order, repeats and str values."""
+    topic = make_topic()
+    with Producer(broker) as producer:
+        producer.send(topic, None, key=None)
+        producer.send(topic, b"", key=b"")
+        producer.send(topic, "text é", key="k", headers=[("a", b"1"), ("a", "2"), ("", b"")])
+        producer.send(topic, b"\xff\x00", headers={"h": b"\x01"})
+    stored = _read_all(broker, topic)
+    assert [(m.key, m.value, m.headers) for m in stored] == [
+        (None, None, ()),
+        (b"", b"", ()),
+        (b"k", "text é".encode(), (("a", b"1"), ("a", b"2"), ("", b""))),
+        (None, b"\xff\x00", (("h", b"\x01"),)),
+    ]
+
+
+def test_record_over_max_record_bytes_raises_and_others_go_through(broker: str, make_topic) -> None:
+    """Over max_record_bytes (as the broker counts) raises RecordTooLarge; exactly the limit is appended."""
+    topic = make_topic(max_record_bytes=1024)
+    ts = 1_700_000_000_000  # a 7-byte timestamp field: 7 + 1 + 2 (value tag and length) + 1014 = 1024
+    with Producer(broker) as producer:
+        first = producer.send(topic, b"a" * 100)
+        with pytest.raises(errors.RecordTooLarge, match="max_record_bytes"):
+            producer.send(topic, b"b" * 1015, timestamp_ms=ts)
+        with pytest.raises(errors.RecordTooLarge, match="max_record_bytes"):
+            producer.send(topic, b"b" * 1000, key=b"k" * 20)
+        exact = producer.send(topic, b"c" * 1014, timestamp_ms=ts)
+        last = producer.send(topic, b"d" * 100)
+    assert [f.result().offset for f in (first, exact, last)] == [0, 1, 2]
+
+
+def test_bad_arguments_raise_from_send(broker: str, make_topic) -> None:
+    """Negative timestamps or partitions and non-bytes values raise InvalidArgument at once."""
+    topic = make_topic()
+    with Producer(broker) as producer:
+        with pytest.raises(errors.InvalidArgument):
+            producer.send(topic, b"x", timestamp_ms=-1)
+        with pytest.raises(errors.InvalidArgument):
+            producer.send(topic, b"x", partition=-1)
+        with pytest.raises(errors.InvalidArgument):
+            producer.send(topic, 12345)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgument):
+        Producer(broker, acks="sometimes")
+
+
+def test_concurrent_senders_get_unique_contiguous_offsets(broker: str, make_topic) -> None:
+    """Four threads sending to one partition get offsets 0..N-1 exactly once, each thread in order."""
+    topic = make_topic()
+    results: dict[int, list] = {}
+    with Producer(broker, linger_ms=1, batch_bytes=4000) as producer:
+        def worker(n: int) -> None:
+            results[n] = [producer.send(topic, b"%d-%d" % (n, i)) for i in range(500)]
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    offsets = [f.result(timeout=10).offset for fs in results.values() for f in fs]
+    assert sorted(offsets) == list(range(2000))
+    for fs in results.values():
+        mine = [f.result().offset for f in fs]
+        assert mine == sorted(mine)
+
+
+def test_futures_work_with_wait_as_completed_and_callbacks(broker: str, make_topic) -> None:
+    """Producer futures are concurrent.futures.Future: wait(), as_completed() and done callbacks see them."""
+    topic = make_topic()
+    seen: list[int] = []
+    with Producer(broker, linger_ms=50) as producer:
+        futures = [producer.send(topic, b"%d" % i) for i in range(30)]
+        assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+        futures[3].add_done_callback(lambda f: seen.append(f.result().offset))
+        done, not_done = concurrent.futures.wait(futures, timeout=10)
+        assert len(done) == 30 and not not_done
+        assert sorted(f.result().offset for f in concurrent.futures.as_completed(futures, timeout=10)) == list(range(30))
+        assert futures[0].cancel() is False
+    futures[5].add_done_callback(lambda f: seen.append(f.result().offset))  # already done: runs now
+    assert seen == [3, 5]
+
+
+def test_unreachable_broker_fails_futures_instead_of_hanging() -> None:
+    """With no broker listening, a send's future fails with LogClosed (UNAVAILABLE) promptly."""
+    with Producer("127.0.0.1:1") as producer:
+        future = producer.send("t", b"x")
+        with pytest.raises(errors.LogClosed, match="127.0.0.1:1"):
+            future.result(timeout=10)
