@@ -1,0 +1,140 @@
+'use strict';
+// The little that produce.js and consume.js share: loading the logstore.v1
+// .proto files at run time with @grpc/proto-loader (no code generation) and
+// making Log and Admin clients for a broker address.
+//
+// Messages are plain objects shaped by LOADER_OPTIONS:
+// - Field names are the .proto names (`base_offset`, not `baseOffset`), so
+//   the comments in proto/logstore/v1/*.proto apply word for word.
+// - int64 fields arrive as decimal strings; `int64()` turns one into a
+//   Number, and refuses (instead of rounding) beyond 2^53.
+// - `bytes` fields are Buffers; enums are their names.
+// - Unset scalars read as their zero value, EXCEPT `optional` fields: an
+//   absent `Record.key` or `Record.value` stays undefined, which is how a
+//   null key or value is told from an empty one.
+//
+// Not done here: TLS, authentication, retries.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
+const DEFAULT_BROKER = '127.0.0.1:50051';
+
+const LOADER_OPTIONS = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  bytes: Buffer,
+  defaults: true,
+  oneofs: true,
+  includeDirs: [PROTO_ROOT],
+};
+
+// The broker may send messages up to its own limit (one batch can be tens of
+// MiB), well past grpc-js's 4 MiB default: accept any size.
+const CHANNEL_OPTIONS = {
+  'grpc.max_receive_message_length': -1,
+  'grpc.max_send_message_length': -1,
+};
+
+function loadPackage() {
+  const files = fs
+    .readdirSync(path.join(PROTO_ROOT, 'logstore', 'v1'))
+    .filter((name) => name.endsWith('.proto'))
+    .sort()
+    .map((name) => `logstore/v1/${name}`);
+  const definition = protoLoader.loadSync(files, LOADER_OPTIONS);
+  return grpc.loadPackageDefinition(definition).logstore.v1;
+}
+
+// `--broker` if given, else $LOGSTORE_BROKER, else 127.0.0.1:50051.
+function brokerAddress(fromArgs) {
+  return fromArgs || process.env.LOGSTORE_BROKER || DEFAULT_BROKER;
+}
+
+// Log and Admin clients sharing one channel to `address`.
+function connect(address) {
+  const v1 = loadPackage();
+  const credentials = grpc.credentials.createInsecure();
+  const log = new v1.Log(address, credentials, CHANNEL_OPTIONS);
+  const admin = new v1.Admin(address, credentials, {
+    ...CHANNEL_OPTIONS,
+    channelOverride: log.getChannel(),
+  });
+  return { log, admin, close: () => log.close() };
+}
+
+// Calls a unary RPC and resolves with its response (rejects with the gRPC error).
+function unary(client, method, request, timeoutMs = 30000) {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + timeoutMs);
+    client[method](request, { deadline }, (err, response) => (err ? reject(err) : resolve(response)));
+  });
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+// An int64 (a decimal string with longs: String, or a BigInt) as an exact Number.
+function int64(value) {
+  const big = BigInt(value);
+  if (big > MAX_SAFE || big < -MAX_SAFE) {
+    throw new RangeError(`int64 ${big} is beyond 2^53 and cannot be printed exactly as a JSON number`);
+  }
+  return Number(big);
+}
+
+// "NOT_FOUND: topic 'x' does not exist" for a gRPC error.
+function describeError(err) {
+  if (err && typeof err.code === 'number') {
+    return `${grpc.status[err.code] || err.code}: ${err.details || err.message}`;
+  }
+  return String(err && err.message ? err.message : err);
+}
+
+// A non-negative integer command-line value, or a usage error.
+function parseCount(option, text) {
+  if (!/^\d+$/.test(text || '')) {
+    throw new UsageError(`${option} needs a non-negative integer, got ${JSON.stringify(text)}`);
+  }
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new UsageError(`${option} is too large: ${text}`);
+  return value;
+}
+
+class UsageError extends Error {}
+
+// Bad input data (not the command line): reported like a usage error, without the usage.
+class InputError extends UsageError {}
+
+// Runs `main`, printing usage and input errors (exit 2) and gRPC failures
+// (exit 1) on stderr.
+function run(usage, main) {
+  main().catch((err) => {
+    if (err instanceof UsageError) {
+      const hint = err instanceof InputError ? '' : `${usage}\n`;
+      process.stderr.write(`${path.basename(process.argv[1])}: ${err.message}\n${hint}`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`${path.basename(process.argv[1])}: ${describeError(err)}\n`);
+      process.exitCode = 1;
+    }
+  });
+}
+
+module.exports = {
+  grpc,
+  PROTO_ROOT,
+  LOADER_OPTIONS,
+  brokerAddress,
+  connect,
+  unary,
+  int64,
+  describeError,
+  parseCount,
+  UsageError,
+  InputError,
+  run,
+};
