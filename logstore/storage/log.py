@@ -93,8 +93,7 @@ class PartitionLog:
         self._sync_count = 0
         self._unflushed_messages = 0
         self._last_flush_ms = clock()
-        self._writing = 0  # appenders that entered append() and have not finished writing
-        self._group = GroupCommit(self._sync_active, pending=lambda: self._writing)
+        self._group = GroupCommit(self._sync_active)
         self.last_recovery = RecoveryReport(True, 0, 0, 0)
 
     # -- opening and recovery --------------------------------------------------
@@ -280,16 +279,10 @@ class PartitionLog:
                 "not a well-formed batch (length, magic or record count field is wrong); "
                 "build batches with logstore.storage.batch.build_batch"
             )
-        with self._stats_lock:
-            self._writing += 1
-        try:
-            with self._lock:
-                base = self._append_locked(view, count, max_ts, length)
-                end = self._end_offset
-                sync = self.config.durability is Durability.ALWAYS or self._flush_due_locked()
-        finally:
-            with self._stats_lock:
-                self._writing -= 1
+        with self._lock:
+            base = self._append_locked(view, count, max_ts, length)
+            end = self._end_offset
+            sync = self.config.durability is Durability.ALWAYS or self._flush_due_locked()
         if sync:
             self._group.await_durable(end)
         return base
@@ -329,9 +322,9 @@ class PartitionLog:
 
     def _roll_locked(self) -> Segment:
         old = self._segments[-1]
+        old.seal_locked()  # trims preallocated space first, so the sync covers the final size
         old.sync()
         self._count_sync()
-        old.seal_locked()
         new = Segment.create(self.directory, self._end_offset, self.config, self._clock)
         fsync_dir(self.directory)
         self._set_segments_locked([*self._segments, new])
@@ -349,17 +342,22 @@ class PartitionLog:
             self._sync_count += 1
 
     def _sync_active(self) -> int:
-        """One fdatasync covering every append made so far (the group-commit leader's job)."""
-        with self._lock:
-            segment = self._segments[-1]
-            end = self._end_offset
+        """One fdatasync covering every append made so far (the group-commit leader's job).
+
+        Lock-free on purpose: the end offset is read before the active
+        segment.  If a roll comes in between, the segment read is the new one
+        and the roll has already synced the old one, which holds everything
+        below that end.
+        """
+        end = self._end_offset
+        segment = self._segments[-1]
         try:
             segment.sync()
             self._count_sync()
         except SegmentGone:
-            pass  # sealed by a roll meanwhile, which synced it
-        with self._lock:
-            if self._group.durable < end:
+            pass  # closed meanwhile; close() synced it
+        if self.config.durability is Durability.INTERVAL:
+            with self._lock:
                 self._unflushed_messages = max(0, self._end_offset - end)
                 self._last_flush_ms = self._clock()
         return end
