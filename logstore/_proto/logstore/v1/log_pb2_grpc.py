@@ -108,7 +108,8 @@ class LogServicer:
         Status codes:
         - NOT_FOUND if the topic does not exist, or if a record or the request
         names a partition outside `[0, partition_count)`; the message gives the
-        topic's partition count.
+        topic's partition count.  (To tell the two apart, call
+        Admin.DescribeTopic: it answers NOT_FOUND only for a missing topic.)
         - INVALID_ARGUMENT if the topic name is malformed, `records` is empty, a
         timestamp is negative, `acks` is not a known value, or a record (or one partition's
         share of the request) is larger than the topic's `max_record_bytes`
