@@ -34,6 +34,7 @@ from logstore.broker.topic import Partition, Topic, TopicMetadata
 from logstore.clock import Clock, wall_clock_ms
 from logstore.errors import (
     AlreadyExists,
+    LogstoreError,
     FailedPrecondition,
     InvalidArgument,
     LogClosed,
@@ -322,6 +323,34 @@ class Broker:
                 out.append(sticky)
         return out
 
+    def produce(
+        self,
+        topic: str,
+        shares: list[tuple[int, EncodedRecords]],
+        acks: Acks = Acks.LEADER,
+        *,
+        append_time_ms: int | None = None,
+    ) -> list[ProduceResult | LogstoreError]:
+        """Append each partition's share of one request as one batch.
+
+        Every share is validated before any is appended, so a bad request
+        appends nothing.  A share whose append then fails (the log closed,
+        the disk is full) gets its error in the result list; the others are
+        appended.  Raises that error instead if every share failed.
+        """
+        for partition, records in shares:
+            self.check_append(topic, partition, records)
+        now = self.clock() if append_time_ms is None else append_time_ms
+        results: list[ProduceResult | LogstoreError] = []
+        for partition, records in shares:
+            try:
+                results.append(self._append_checked(topic, partition, records, acks, now))
+            except LogstoreError as exc:
+                results.append(exc)
+        if all(isinstance(r, LogstoreError) for r in results):
+            raise results[0]  # type: ignore[misc]
+        return results
+
     def check_append(self, topic: str, partition: int, records: EncodedRecords) -> None:
         """Raise the error ``append`` would raise for these records, without appending."""
         self._check_open()
@@ -360,8 +389,13 @@ class Broker:
         ``append_time_ms`` is the clock reading reported back (pass the one
         used to stamp records sent without a timestamp)."""
         self.check_append(topic, partition, records)
-        p = self.partition(topic, partition)
         now = self.clock() if append_time_ms is None else append_time_ms
+        return self._append_checked(topic, partition, records, acks, now)
+
+    def _append_checked(
+        self, topic: str, partition: int, records: EncodedRecords, acks: Acks, now: int
+    ) -> ProduceResult:
+        p = self.partition(topic, partition)
         base = p.log.append(build_batch_from_encoded(records))
         p.notify_appended()
         if acks is Acks.DURABLE:

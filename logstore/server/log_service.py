@@ -25,7 +25,7 @@ from logstore.server.status import (
     translate_errors,
     translate_stream_errors,
 )
-from logstore.storage.records import EncodedRecords
+from logstore.storage.records import RECORDS_FIELD_TAG, EncodedRecords
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class LogService:
 
     # -- produce -------------------------------------------------------------------
 
-    def _produce(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
+    def _produce(self, request: log_pb2.ProduceRequest, raw: bytes | None = None) -> log_pb2.ProduceResponse:
+        """``raw`` is the request's encoding as received, when the caller kept it."""
         broker = self._broker
         topic = request.topic
         acks = _ACKS.get(request.acks)
@@ -93,10 +94,11 @@ class LogService:
         if request.HasField("partition"):
             partition = request.partition
             t.partition(partition)
+            received = _received_records(request, raw)
             request.ClearField("topic")
             request.ClearField("acks")
             request.ClearField("partition")
-            shares = [(partition, request)]
+            shares = [(partition, request, received)]
             record_partitions: list[int] = []
         else:
             keys = [r.key if r.HasField("key") else None for r in records]
@@ -110,18 +112,22 @@ class LogService:
                 t.partition(p)
                 sub = log_pb2.ProduceRequest()
                 sub.records.extend([records[i] for i in groups[p]])
-                shares.append((p, sub))
+                shares.append((p, sub, None))
             if len(groups) == 1:
                 record_partitions = []
-        encoded = [(p, _encode_share(share, now)) for p, share in shares]
-        for p, enc in encoded:
-            broker.check_append(topic, p, enc)
+        encoded = [(p, _encode_share(share, now, received)) for p, share, received in shares]
         results = []
-        errors = 0
-        first_error: LogstoreError | None = None
-        for p, enc in encoded:
-            try:
-                r = broker.append(topic, p, enc, acks, append_time_ms=now)
+        for (p, enc), r in zip(encoded, broker.produce(topic, encoded, acks, append_time_ms=now)):
+            if isinstance(r, LogstoreError):
+                results.append(
+                    log_pb2.PartitionProduceResult(
+                        partition=p,
+                        base_offset=-1,
+                        record_count=enc.count,
+                        error=log_pb2.Status(code=status_code(r).value[0], message=r.message),
+                    )
+                )
+            else:
                 results.append(
                     log_pb2.PartitionProduceResult(
                         partition=p,
@@ -130,36 +136,24 @@ class LogService:
                         log_append_time_ms=r.append_time_ms,
                     )
                 )
-            except LogstoreError as exc:
-                errors += 1
-                first_error = first_error or exc
-                results.append(
-                    log_pb2.PartitionProduceResult(
-                        partition=p,
-                        base_offset=-1,
-                        record_count=enc.count,
-                        error=log_pb2.Status(code=status_code(exc).value[0], message=exc.message),
-                    )
-                )
-        if errors == len(encoded) and first_error is not None:
-            raise first_error
         return log_pb2.ProduceResponse(partitions=results, record_partitions=record_partitions)
 
     @translate_errors
-    def Produce(self, request: log_pb2.ProduceRequest, context: grpc.ServicerContext) -> log_pb2.ProduceResponse:
-        return self._produce(request)
+    def Produce(self, request: "_WithRaw", context: grpc.ServicerContext) -> log_pb2.ProduceResponse:
+        return self._produce(request.message, request.raw)
 
     def ProduceStream(
         self, request_iterator: Iterator[log_pb2.ProduceStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[log_pb2.ProduceStreamResponse]:
         """Answer each request in order; a failed request is reported, the stream goes on."""
-        for item in request_iterator:
-            if isinstance(item, BadRequest):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, item.error)
+        for received in request_iterator:
+            if isinstance(received, BadRequest):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, received.error)
+            item = received.message
             try:
                 if not item.HasField("produce"):
                     raise InvalidArgument("each ProduceStreamRequest needs a `produce` request")
-                response = self._produce(item.produce)
+                response = self._produce(item.produce, wire.length_delimited_field(received.raw, 2))
                 yield log_pb2.ProduceStreamResponse(request_id=item.request_id, response=response)
             except LogstoreError as exc:
                 yield log_pb2.ProduceStreamResponse(
@@ -285,12 +279,12 @@ class LogService:
             {
                 "Produce": grpc.unary_unary_rpc_method_handler(
                     self.Produce,
-                    request_deserializer=safe_deserializer(log_pb2.ProduceRequest),
+                    request_deserializer=_keeping_raw(log_pb2.ProduceRequest),
                     response_serializer=log_pb2.ProduceResponse.SerializeToString,
                 ),
                 "ProduceStream": grpc.stream_stream_rpc_method_handler(
                     self.ProduceStream,
-                    request_deserializer=safe_deserializer(log_pb2.ProduceStreamRequest),
+                    request_deserializer=_keeping_raw(log_pb2.ProduceStreamRequest),
                     response_serializer=log_pb2.ProduceStreamResponse.SerializeToString,
                 ),
                 "Fetch": grpc.unary_unary_rpc_method_handler(
@@ -312,12 +306,59 @@ class LogService:
         )
 
 
-def _encode_share(share: log_pb2.ProduceRequest, now_ms: int) -> EncodedRecords:
+class _WithRaw:
+    """A parsed request together with the bytes it was parsed from."""
+
+    __slots__ = ("message", "raw")
+
+    def __init__(self, message, raw: bytes) -> None:  # noqa: ANN001
+        self.message = message
+        self.raw = raw
+
+
+def _keeping_raw(message_cls):  # noqa: ANN001, ANN202
+    parse = safe_deserializer(message_cls)
+
+    def deserialize(data: bytes):  # noqa: ANN202
+        message = parse(data)
+        return message if isinstance(message, BadRequest) else _WithRaw(message, data)
+
+    return deserialize
+
+
+def _received_records(request: log_pb2.ProduceRequest, raw: bytes | None) -> memoryview | None:
+    """The records section of ``raw``, if it is exactly the request's records.
+
+    Standard protobuf encoders write fields in number order, so ``records``
+    (field 1) comes first and the other fields follow.  The slice is used
+    only if (a) the request has no unknown field, anywhere, and re-encodes to
+    exactly ``len(raw)`` bytes, and (b) ``raw`` ends with the canonical
+    encoding of the request's other fields: then everything before that
+    suffix is the records and nothing else.  Otherwise None (re-encode).
+    """
+    if raw is None or not raw or raw[0] != RECORDS_FIELD_TAG:
+        return None
+    request.DiscardUnknownFields()
+    if request.ByteSize() != len(raw):
+        return None
+    others = log_pb2.ProduceRequest(topic=request.topic, acks=request.acks)
+    if request.HasField("partition"):
+        others.partition = request.partition
+    suffix = others.SerializeToString()
+    cut = len(raw) - len(suffix)
+    if raw[cut:] != suffix:
+        return None
+    return memoryview(raw)[:cut]
+
+
+def _encode_share(share: log_pb2.ProduceRequest, now_ms: int, received: memoryview | None = None) -> EncodedRecords:
     """The stored encoding of one partition's share: the request's own bytes.
 
     ``share`` holds only ``records`` (field 1), whose encoding is the stored
     format; unknown fields are dropped so nothing else can reach the log.
-    Records sent with timestamp 0 get the broker's clock.
+    ``received`` is that encoding as it arrived (see ``_received_records``),
+    stored as is unless a record had timestamp 0: those get the broker's
+    clock, and the share is re-encoded.
     """
     records = share.records
     timestamps = [r.timestamp_ms for r in records]
@@ -329,7 +370,10 @@ def _encode_share(share: log_pb2.ProduceRequest, now_ms: int) -> EncodedRecords:
             if r.timestamp_ms == 0:
                 r.timestamp_ms = now_ms
         timestamps = [t or now_ms for t in timestamps]
-    share.DiscardUnknownFields()
-    return EncodedRecords(share.SerializeToString(), len(timestamps), timestamps[0], max(timestamps))
-
-
+        received = None
+    if received is None:
+        share.DiscardUnknownFields()
+        data = share.SerializeToString()
+    else:
+        data = bytes(received)
+    return EncodedRecords(data, len(timestamps), timestamps[0], max(timestamps))

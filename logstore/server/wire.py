@@ -70,3 +70,52 @@ def encode_subscribe_response(item: tuple[FetchResult, int, int | None]) -> byte
     if result.stop_offset is not None:
         out.append(_varint_field(0x28, result.stop_offset))
     return b"".join(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def length_delimited_field(raw: bytes, field_number: int) -> bytes | None:
+    """The payload of the one length-delimited ``field_number`` in a message's
+    top-level fields; None if it is absent, repeated, or the framing is odd.
+
+    Walks only the top-level framing (a handful of fields for the requests
+    this is used on), never into the payload.
+    """
+    wanted = (field_number << 3) | 2
+    found: tuple[int, int] | None = None
+    pos, end = 0, len(raw)
+    try:
+        while pos < end:
+            tag, pos = _read_varint(raw, pos)
+            wire_type = tag & 7
+            if wire_type == 0:
+                _, pos = _read_varint(raw, pos)
+            elif wire_type == 2:
+                n, pos = _read_varint(raw, pos)
+                if tag == wanted:
+                    if found is not None:
+                        return None
+                    found = (pos, pos + n)
+                pos += n
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            else:
+                return None
+    except (IndexError, ValueError):
+        return None
+    if pos != end or found is None:
+        return None
+    return raw[found[0] : found[1]]
