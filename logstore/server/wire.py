@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from logstore.broker.broker import FetchResult
 from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
-from logstore.storage.records import encode_varint
+from logstore.errors import CorruptBatch
+from logstore.storage.records import encode_varint, read_varint
 
 __all__ = ["encode_fetch_response", "encode_subscribe_response"]
 
@@ -72,19 +73,6 @@ def encode_subscribe_response(item: tuple[FetchResult, int, int | None]) -> byte
     return b"".join(out)
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
 def length_delimited_field(raw: bytes, field_number: int) -> bytes | None:
     """The payload of the one length-delimited ``field_number`` in a message's
     top-level fields; None if it is absent, repeated, or the framing is odd.
@@ -97,12 +85,12 @@ def length_delimited_field(raw: bytes, field_number: int) -> bytes | None:
     pos, end = 0, len(raw)
     try:
         while pos < end:
-            tag, pos = _read_varint(raw, pos)
+            tag, pos = read_varint(raw, pos, end)
             wire_type = tag & 7
             if wire_type == 0:
-                _, pos = _read_varint(raw, pos)
+                _, pos = read_varint(raw, pos, end)
             elif wire_type == 2:
-                n, pos = _read_varint(raw, pos)
+                n, pos = read_varint(raw, pos, end)
                 if tag == wanted:
                     if found is not None:
                         return None
@@ -114,7 +102,7 @@ def length_delimited_field(raw: bytes, field_number: int) -> bytes | None:
                 pos += 4
             else:
                 return None
-    except (IndexError, ValueError):
+    except CorruptBatch:
         return None
     if pos != end or found is None:
         return None

@@ -57,6 +57,7 @@ __all__ = [
     "Record",
     "record_sizes",
     "encode_varint",
+    "read_varint",
     "encode_records",
     "decode_records",
     "EncodedRecords",
@@ -292,3 +293,11 @@ def record_sizes(data: bytes | memoryview) -> Iterator[int]:
 def encode_varint(n: int) -> bytes:
     """The protobuf varint encoding of an unsigned integer below 2**64."""
     return _varint(n)
+
+
+def read_varint(buf: bytes | memoryview, pos: int, end: int | None = None) -> tuple[int, int]:
+    """Read a protobuf varint at ``pos``; return ``(value, next_pos)``.
+
+    Raises CorruptBatch if it is truncated or longer than 10 bytes.
+    """
+    return _read_varint(buf, pos, len(buf) if end is None else end)
