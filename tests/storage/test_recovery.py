@@ -591,3 +591,55 @@ def test_sigkill_never_loses_acknowledged_appends(tmp_path):
     elapsed = time.monotonic() - started
     print(f"sigkill: {kills_while_appending} kills while appending, {early_kills} early, "
           f"{len(acked)} acknowledged records, {elapsed:.1f}s")
+
+
+# ---------------------------------------------------------------------------------------
+# Marker and checkpoint files
+# ---------------------------------------------------------------------------------------
+
+
+def test_clean_shutdown_marker_lifecycle(tmp_path):
+    """close() writes the marker and both checkpoints; open() removes the marker and reports a clean start."""
+    directory = tmp_path / "log"
+    log = PartitionLog.open(directory, config=small_config(), clock=ManualClock(1_000))
+    assert not (directory / CLEAN_MARKER).exists()
+    fill_log(log, Oracle(), random.Random(1), 10)
+    log.close()
+    assert (directory / CLEAN_MARKER).exists()
+    assert (directory / "recovery-point").exists()
+    assert (directory / "log-start-offset").exists()
+    log = reopen(directory, small_config())
+    try:
+        assert not (directory / CLEAN_MARKER).exists(), "the marker must not outlive open()"
+        report = log.last_recovery
+        assert (report.clean, report.truncated_bytes, report.segments_deleted, report.side_files) == (True, 0, 0, ())
+    finally:
+        log.close()
+    remove_clean_marker(directory)
+    log = reopen(directory, small_config())
+    try:
+        assert log.last_recovery.clean is False
+        assert log.last_recovery.segments_scanned >= 1
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("marker", ["clean-marker-kept", "marker-deleted"])
+def test_damaged_checkpoint_files_are_not_trusted(tmp_path, marker):
+    """Garbage in recovery-point and log-start-offset does not move the log's bounds or lose data."""
+    directory = tmp_path / "log"
+    oracle = Oracle()
+    log = PartitionLog.open(directory, config=small_config(), clock=ManualClock(1_000))
+    fill_log(log, oracle, random.Random(2), 60)
+    log.close()
+    (directory / "recovery-point").write_bytes(b"999999999 garbage\n")
+    (directory / "log-start-offset").write_bytes(b"\x00\xff" * 7)
+    if marker == "marker-deleted":
+        remove_clean_marker(directory)
+    log = reopen(directory, small_config())
+    try:
+        check_matches_oracle(log, oracle)
+        fill_log(log, oracle, random.Random(3), 5)
+        check_matches_oracle(log, oracle)
+    finally:
+        log.close()
