@@ -40,6 +40,7 @@ from logstore.errors import (
     LogClosed,
     NotFound,
     OffsetOutOfRange,
+    PermissionDenied,
     RecordTooLarge,
 )
 from logstore.storage.batch import HEADER, HEADER_SIZE, build_batch_from_encoded, iter_batch_records
@@ -284,9 +285,10 @@ class Broker:
         ]
         return topic.metadata, infos
 
-    def create_partitions(self, name: str, partition_count: int) -> TopicMetadata:
+    def create_partitions(self, name: str, partition_count: int, *, internal: bool = False) -> TopicMetadata:
         """Grow a topic to ``partition_count`` partitions (never shrinks)."""
         self._check_open()
+        validate_topic_name(name, allow_internal=internal)
         _check_partition_count(partition_count)
         topic = self.topic(name)
         with topic.lock:
@@ -330,6 +332,7 @@ class Broker:
         acks: Acks = Acks.LEADER,
         *,
         append_time_ms: int | None = None,
+        internal: bool = False,
     ) -> list[ProduceResult | LogstoreError]:
         """Append each partition's share of one request as one batch.
 
@@ -339,7 +342,7 @@ class Broker:
         appended.  Raises that error instead if every share failed.
         """
         for partition, records in shares:
-            self.check_append(topic, partition, records)
+            self.check_append(topic, partition, records, internal=internal)
         now = self.clock() if append_time_ms is None else append_time_ms
         results: list[ProduceResult | LogstoreError] = []
         for partition, records in shares:
@@ -351,9 +354,17 @@ class Broker:
             raise results[0]  # type: ignore[misc]
         return results
 
-    def check_append(self, topic: str, partition: int, records: EncodedRecords) -> None:
-        """Raise the error ``append`` would raise for these records, without appending."""
+    def check_append(self, topic: str, partition: int, records: EncodedRecords, *, internal: bool = False) -> None:
+        """Raise the error ``append`` would raise for these records, without appending.
+
+        Internal topics (``__*``) are written only by the broker itself
+        (``internal=True``); clients may read them but never append.
+        """
         self._check_open()
+        if topic.startswith("__") and not internal:
+            raise PermissionDenied(
+                f"topic {topic!r} is internal to the broker: clients cannot write to it"
+            )
         self.partition(topic, partition)
         config = self._topics[topic].metadata.config
         if records.count < 1:
@@ -383,12 +394,13 @@ class Broker:
         acks: Acks = Acks.LEADER,
         *,
         append_time_ms: int | None = None,
+        internal: bool = False,
     ) -> ProduceResult:
         """Append already-encoded records to one partition as one batch.
 
         ``append_time_ms`` is the clock reading reported back (pass the one
         used to stamp records sent without a timestamp)."""
-        self.check_append(topic, partition, records)
+        self.check_append(topic, partition, records, internal=internal)
         now = self.clock() if append_time_ms is None else append_time_ms
         return self._append_checked(topic, partition, records, acks, now)
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from logstore._proto.logstore.v1 import admin_pb2, admin_pb2_grpc, log_pb2, log_pb2_grpc
+from logstore._proto.logstore.v1 import admin_pb2, admin_pb2_grpc, log_pb2, log_pb2_grpc, records_pb2
 from logstore.server.app import RunningServer, serve
 
 from server_helpers import fetch_range, precord, values
@@ -168,7 +168,7 @@ def _cases() -> list:
     add("reserved", "ListOffsets", log_pb2.ListOffsetsRequest(topic=INTERNAL, position=log_pb2.LOG_POSITION_LATEST), C.NOT_FOUND, INTERNAL)
     add("reserved", "DeleteTopic", admin_pb2.DeleteTopicRequest(topic=INTERNAL), (C.NOT_FOUND, C.INVALID_ARGUMENT), INTERNAL)
     add("reserved", "DescribeTopic", admin_pb2.DescribeTopicRequest(topic=INTERNAL), C.NOT_FOUND, INTERNAL)
-    add("reserved", "CreatePartitions", admin_pb2.CreatePartitionsRequest(topic=INTERNAL, partition_count=2), C.NOT_FOUND, INTERNAL)
+    add("reserved", "CreatePartitions", admin_pb2.CreatePartitionsRequest(topic=INTERNAL, partition_count=2), (C.NOT_FOUND, C.INVALID_ARGUMENT), INTERNAL)
 
     # Unknown topics.
     add("unknown-topic", "Produce", _produce(topic=UNKNOWN, partition=0), C.NOT_FOUND, UNKNOWN)
@@ -413,3 +413,18 @@ def test_server_still_serves_after_bad_input(broker: Served):
     names = [t.name for t in broker.admin.ListTopics(admin_pb2.ListTopicsRequest(), timeout=10).topics]
     assert {"t4", "small"} <= set(names)
     assert not any(n in names for n in ("fresh", INTERNAL, UNKNOWN)), "a rejected CreateTopic left a topic behind"
+
+
+def test_clients_cannot_write_internal_topics(server, log_stub):
+    """A produce to a `__` topic is PERMISSION_DENIED, even when the topic exists."""
+    from logstore.broker.config import TopicConfig
+
+    server.broker.create_topic("__internal_test", 1, TopicConfig(), internal=True)
+    request = log_pb2.ProduceRequest(
+        topic="__internal_test", partition=0, records=[records_pb2.ProducerRecord(value=b"forged")]
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        log_stub.Produce(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "internal" in info.value.details()
+    assert server.broker.partition("__internal_test", 0).log.log_end_offset == 0
