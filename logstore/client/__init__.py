@@ -7,6 +7,7 @@ Everything here talks to a broker over gRPC with the stubs generated from
 from logstore.client.admin import Admin
 from logstore.client.messages import (
     Message,
+    MessageBatch,
     PartitionInfo,
     PartitionOffsets,
     RecordMetadata,
@@ -23,6 +24,7 @@ __all__ = [
     "Reader",
     "fetch",
     "Message",
+    "MessageBatch",
     "PartitionInfo",
     "PartitionOffsets",
     "RecordMetadata",

@@ -1,8 +1,11 @@
 """Value objects the client library hands back: produced-record metadata,
 consumed messages, topics, partitions and offsets.
 
-All are frozen dataclasses with slots.  They are plain data: none of them
-keeps a connection or refers back to the object that made it.
+All are frozen dataclasses with slots except ``Message``, which is made once
+per consumed record and is therefore a tuple subclass that the reader builds
+without running Python code (see its docstring).  None of them keeps a
+connection or refers back to the object that made it; a ``Message`` (and a
+``MessageBatch``) made by the reader keeps the response it arrived in.
 
 What these objects do not guarantee: a ``TopicDescription`` or
 ``PartitionOffsets`` is a snapshot taken when the broker answered; offsets
@@ -12,16 +15,27 @@ move on as soon as anyone produces or retention runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import count, repeat
+from operator import itemgetter
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from logstore._proto.logstore.v1 import records_pb2
 
 __all__ = [
     "RecordMetadata",
     "Message",
+    "MessageBatch",
+    "record_messages",
     "TopicConfig",
     "TopicInfo",
     "PartitionInfo",
     "TopicDescription",
     "PartitionOffsets",
 ]
+
+
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +54,147 @@ class RecordMetadata:
     timestamp_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(tuple):
     """One consumed record with its position.
 
     ``key`` and ``value`` are ``None`` for a null key or value, which differs
     from an empty ``b""``.  ``headers`` keeps the producer's order and may
     repeat a name.
+
+    A read-only value object with seven fields (``topic``, ``partition``,
+    ``offset``, ``timestamp_ms``, ``key``, ``value``, ``headers``): messages
+    compare, hash, print and pickle by them, and ``dataclasses.fields``,
+    ``asdict`` and ``replace`` work on them.  It is not a sequence: the
+    ``tuple`` base is there only because a tuple subclass is the cheapest
+    Python object to create (the reader makes one per record without running
+    Python code), so a message cannot be iterated or unpacked, and its tuple
+    items and length are not part of the API.
+
+    A message made by the reader is a view over its record in the batch as
+    received: ``timestamp_ms``, ``key``, ``value`` and ``headers`` are read
+    from the record on every access (each access looks the record up again and
+    returns new ``bytes`` or a new ``headers`` tuple: read a field once into a
+    variable when you need it several times), and the message keeps the whole
+    response it arrived in (up to the reader's ``max_bytes``, about 1 MiB by
+    default) in memory while it is referenced.  To keep a few messages for
+    long, keep the fields you need, or ``copy.copy(message)``: the copy holds
+    only its own fields.
     """
+
+    # Layout (private): a message built from its fields (``Message(...)``, a copy,
+    # an unpickled one) is (topic, partition, offset, None, timestamp_ms, key,
+    # value, headers); one the reader made is (topic, partition, offset, records,
+    # log_append_time_ms or None, index): its record is ``records[index]``, read
+    # only on access, so making a message makes no protobuf wrapper object.
+    __slots__ = ()
+    __match_args__ = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers")
+
+    def __new__(
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> "Message":
+        return _tuple_new(cls, (topic, partition, offset, None, timestamp_ms, key, value, headers))
+
+    if TYPE_CHECKING:
+        topic: str
+        partition: int
+        offset: int
+    else:  # C-level getters: reading these runs no Python code
+        topic = property(itemgetter(0), doc="The topic the record was read from.")
+        partition = property(itemgetter(1), doc="The partition the record was read from.")
+        offset = property(itemgetter(2), doc="The record's offset in its partition.")
+
+    @property
+    def timestamp_ms(self) -> int:
+        """The record's timestamp (the batch's append time for a LOG_APPEND_TIME batch)."""
+        timestamp = self[4]
+        if timestamp is None:
+            records = self[3]
+            if records is not None:
+                return records[self[5]].timestamp_ms
+        return timestamp
+
+    @property
+    def key(self) -> bytes | None:
+        """The record key; ``None`` for a null key."""
+        records = self[3]
+        if records is None:
+            return self[5]
+        record = records[self[5]]
+        key = record.key
+        if key or record.HasField("key"):  # HasField only to tell b"" from null
+            return key
+        return None
+
+    @property
+    def value(self) -> bytes | None:
+        """The record value; ``None`` for a null value."""
+        records = self[3]
+        if records is None:
+            return self[6]
+        record = records[self[5]]
+        value = record.value
+        if value or record.HasField("value"):
+            return value
+        return None
+
+    @property
+    def headers(self) -> tuple[tuple[str, bytes], ...]:
+        """The record's headers as ``(name, value)`` pairs, in the producer's order."""
+        records = self[3]
+        if records is None:
+            return self[7]
+        headers = records[self[5]].headers
+        return tuple([(h.name, h.value) for h in headers]) if headers else ()
+
+    def _values(self) -> tuple:
+        return (self[0], self[1], self[2], self.timestamp_ms, self.key, self.value, self.headers)
+
+    # Equal only to a message of the same class with the same fields; never to a
+    # plain tuple (tuple's own comparison would look at the private layout).
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._values() == other._values()  # type: ignore[attr-defined]
+        return False if isinstance(other, tuple) else NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._values() != other._values()  # type: ignore[attr-defined]
+        return True if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    # Neither ordered nor a sequence, like the frozen dataclass this replaced
+    # (tuple's versions would compare and expose the private layout).
+    def __lt__(self, other: object) -> bool:
+        return NotImplemented
+
+    __le__ = __gt__ = __ge__ = __lt__
+    __iter__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__qualname__}(topic={self[0]!r}, partition={self[1]!r}, offset={self[2]!r}, "
+            f"timestamp_ms={self.timestamp_ms!r}, key={self.key!r}, value={self.value!r}, headers={self.headers!r})"
+        )
+
+    def __reduce__(self) -> tuple:
+        # Pickling and copy.copy/deepcopy give a message holding only its fields.
+        return (self.__class__, self._values())
+
+
+@dataclass(frozen=True)
+class _MessageFields:
+    """The fields of ``Message`` as a dataclass declares them, lent to ``Message``
+    so that ``dataclasses.fields``, ``asdict``, ``astuple`` and ``replace`` keep
+    working on it (they read the fields by name)."""
 
     topic: str
     partition: int
@@ -58,11 +205,68 @@ class Message:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def message_setters() -> tuple:
-    """The slot setters of ``Message`` fields, in field order, for code that builds
-    many messages (``object.__new__(Message)`` then one setter per field costs
-    about half of the frozen dataclass ``__init__``).  Every field must be set."""
-    return tuple(Message.__dict__[name].__set__ for name in Message.__slots__)
+Message.__dataclass_fields__ = _MessageFields.__dataclass_fields__  # type: ignore[attr-defined]
+Message.__dataclass_params__ = _MessageFields.__dataclass_params__  # type: ignore[attr-defined]
+
+
+def record_messages(
+    topic: str,
+    partition: int,
+    offsets: Iterable[int],
+    records: Sequence[records_pb2.Record],
+    log_append_time_ms: int | None = None,
+) -> Iterator[Message]:
+    """Messages viewing ``records``: the i-th has the i-th of ``offsets`` and views
+    ``records[i]``, made as the iterator advances, which ends when ``offsets``
+    does (so exhausting ``offsets`` stops it early).
+
+    Everything per message runs in C (``map``, ``zip``, ``tuple.__new__``) and
+    no protobuf wrapper is made until a field is read.  Make messages as they
+    are consumed rather than all at once: thousands of live messages cost the
+    cyclic garbage collector, one at a time costs it nothing.
+    """
+    return map(
+        _tuple_new,
+        repeat(Message),
+        zip(repeat(topic), repeat(partition), offsets, repeat(records), repeat(log_append_time_ms), count()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageBatch:
+    """Consecutive records of one partition, appended together, trimmed to the
+    range being read: what ``Reader.batches()`` yields.
+
+    ``records`` are the protobuf ``Record`` messages as received: ``records[i]``
+    has offset ``offset + i``, and ``HasField("key")``/``HasField("value")``
+    tell null from empty (see ``records.proto``).  Read them to work a batch at
+    a time without a ``Message`` per record, or iterate the batch for
+    ``Message`` objects.  ``log_append_time_ms`` is set for a LOG_APPEND_TIME
+    batch: it is every record's timestamp, whatever ``Record.timestamp_ms`` says.
+
+    What it does not guarantee: that it is a whole stored batch (the first and
+    last ones of a read are cut to its start and stop), or any size.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    records: Sequence[records_pb2.Record]
+    log_append_time_ms: int | None = None
+
+    @property
+    def next_offset(self) -> int:
+        """The offset after the batch's last record."""
+        return self.offset + len(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Message]:
+        """The batch's records as ``Message`` objects, made as the iterator advances."""
+        offset = self.offset
+        offsets = range(offset, offset + len(self.records))
+        return record_messages(self.topic, self.partition, offsets, self.records, self.log_append_time_ms)
 
 
 @dataclass(frozen=True, slots=True)

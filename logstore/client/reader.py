@@ -1,10 +1,11 @@
 """Reading a topic: replay from a position, then optionally follow the log as it grows.
 
 ``Reader`` opens one ``Subscribe`` stream per partition, each drained by a
-background thread into one bounded queue, and yields ``Message`` objects.
-Batches arrive whole, so the reader drops records below the start offset
-and at or past the stop offset itself; record ``i`` of a batch has offset
-``base_offset + i``.
+background thread into one bounded queue of parsed responses, and yields
+``Message`` objects; ``Reader.batches()`` yields ``MessageBatch`` objects
+instead, for consumers that work a batch at a time.  Batches arrive whole,
+so the reader drops records below the start offset and at or past the stop
+offset itself; record ``i`` of a batch has offset ``base_offset + i``.
 
 Start positions: ``"earliest"``, ``"latest"``, an offset (``int``), a time
 (``datetime``, or ``("timestamp", ms)``), or a dict giving one of those per
@@ -14,13 +15,22 @@ time (the first record at or after it is not delivered).  With
 it starts, so it finishes once it has read what was there.
 
 Ordering: records of one partition come in offset order with no gap and no
-repeat; records of different partitions are interleaved in arrival order.
+repeat; records of different partitions are interleaved in arrival order
+(a response's batches at a time).
+
+Cost: the stream threads only receive and parse responses (a Python step
+per response and per batch, none per record).  A message is made when the
+iteration reaches it, by C code only, as a view over its parsed record (see
+``Message``), and can be freed as soon as the caller drops it, so a caller
+that does not keep messages never wakes the cyclic garbage collector.
+``benchmarks/broker_bench.py`` measures the replay rate.
 
 What the reader does not do: consumer groups or committed offsets, noticing
 partitions added after it started, or recovering from errors.  When a
 stream fails (the topic is deleted, retention overtakes a slow reader with
 ``OffsetOutOfRange``, the broker goes away) iteration raises that error and
-the reader closes its other streams.
+the reader closes its other streams.  It is not safe to iterate one reader
+from several threads at once (``close()`` may be called from any thread).
 """
 
 from __future__ import annotations
@@ -29,31 +39,62 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from datetime import datetime
+from itertools import chain
+from operator import length_hint
 from typing import Iterable, Iterator, Mapping, Union
 
 import grpc
 
 from logstore.client._channel import call_unary, open_channel, translate_rpc_error
 from logstore.client.admin import Admin, to_epoch_ms
-from logstore.client.messages import Message, message_setters
+from logstore.client.messages import Message, MessageBatch, record_messages
 from logstore.errors import InvalidArgument, LogstoreError
 from logstore._proto.logstore.v1 import log_pb2, log_pb2_grpc, records_pb2
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["Reader", "fetch", "decode_batches", "StartSpec", "StopSpec"]
+__all__ = ["Reader", "fetch", "decode_batches", "slice_batches", "StartSpec", "StopSpec"]
 
 StartSpec = Union[str, int, datetime, tuple]
 StopSpec = Union[None, int, datetime, tuple]
 
 _QUEUE_CHUNKS = 32  # responses buffered between the stream threads and the iterating thread
 _PUT_POLL_S = 0.1  # how often a blocked stream thread checks whether the reader was closed
+_LOG_APPEND_TIME = records_pb2.TIMESTAMP_TYPE_LOG_APPEND_TIME
 
-_new = object.__new__
 
+def slice_batches(
+    topic: str,
+    partition: int,
+    batches: Iterable[records_pb2.RecordBatch],
+    low: int = 0,
+    high: int | None = None,
+) -> list[MessageBatch]:
+    """The records of ``batches`` with offsets in ``[low, high)``, one ``MessageBatch``
+    per batch that has any.  Python work per batch, none per record (a cut batch
+    copies the record references it keeps into a list).
 
-_SET_TOPIC, _SET_PARTITION, _SET_OFFSET, _SET_TIMESTAMP, _SET_KEY, _SET_VALUE, _SET_HEADERS = message_setters()
+    A batch whose ``timestamp_type`` is LOG_APPEND_TIME gives every record the
+    batch's ``max_timestamp_ms`` (the broker's append time), as Kafka does.
+    """
+    out: list[MessageBatch] = []
+    for batch in batches:
+        base = batch.base_offset
+        records = batch.records
+        count = len(records)
+        first = low - base if low > base else 0
+        last = count if high is None else min(count, high - base)
+        if first >= last:
+            if high is not None and base >= high:
+                break
+            continue
+        if first or last < count:
+            records = records[first:last]
+        append_time = batch.max_timestamp_ms if batch.timestamp_type == _LOG_APPEND_TIME else None
+        out.append(MessageBatch(topic, partition, base + first, records, append_time))
+    return out
 
 
 def decode_batches(
@@ -63,44 +104,9 @@ def decode_batches(
     low: int = 0,
     high: int | None = None,
 ) -> list[Message]:
-    """The records of ``batches`` with offsets in ``[low, high)`` as ``Message`` objects.
-
-    A batch whose ``timestamp_type`` is LOG_APPEND_TIME gives every record the
-    batch's ``max_timestamp_ms`` (the broker's append time), as Kafka does.
-    """
-    out: list[Message] = []
-    append = out.append
-    set_topic, set_partition, set_offset = _SET_TOPIC, _SET_PARTITION, _SET_OFFSET
-    set_timestamp, set_key, set_value, set_headers = _SET_TIMESTAMP, _SET_KEY, _SET_VALUE, _SET_HEADERS
-    for batch in batches:
-        base = batch.base_offset
-        records = batch.records
-        count = len(records)
-        first = max(0, low - base)
-        last = count if high is None else min(count, high - base)
-        if first >= last:
-            if high is not None and base >= high:
-                break
-            continue
-        if first or last < count:
-            records = records[first:last]
-        append_time = (
-            batch.max_timestamp_ms if batch.timestamp_type == records_pb2.TIMESTAMP_TYPE_LOG_APPEND_TIME else None
-        )
-        offset = base + first
-        for record in records:
-            message = _new(Message)
-            set_topic(message, topic)
-            set_partition(message, partition)
-            set_offset(message, offset)
-            set_timestamp(message, record.timestamp_ms if append_time is None else append_time)
-            set_key(message, record.key if record.HasField("key") else None)
-            set_value(message, record.value if record.HasField("value") else None)
-            headers = record.headers
-            set_headers(message, tuple([(h.name, h.value) for h in headers]) if headers else ())
-            append(message)
-            offset += 1
-    return out
+    """The records of ``batches`` with offsets in ``[low, high)`` as ``Message`` objects
+    (see ``slice_batches``; the messages are views over the records)."""
+    return list(chain.from_iterable(slice_batches(topic, partition, batches, low, high)))
 
 
 def _timestamp_spec(spec: object) -> int | None:
@@ -159,6 +165,12 @@ class _Failed:
 
 
 _CLOSED = object()  # put in the queue by close() to wake the iterating thread
+_NOTHING_YET = (None,)  # what the message iterator yields when a poll's timeout passes first
+
+
+def _raising(error: LogstoreError) -> Iterator[Message]:
+    raise error
+    yield  # pragma: no cover - makes this a generator
 
 
 class Reader:
@@ -175,11 +187,16 @@ class Reader:
             finish at the log end found when the reader started.
         max_bytes: a soft limit on the bytes of one stream response (0: the broker's default).
 
-    Streams open on the first ``next()``/``poll()`` (``poll(0)`` opens them
-    without waiting for records), which returns only once the broker has
-    resolved every partition's start: with ``start="latest"`` every record
-    appended after that call is delivered.  ``close()`` (or leaving a
-    ``with`` block) cancels them.
+    Streams open on the first ``next()``/``poll()``/``batches()`` step
+    (``poll(0)`` opens them without waiting for records), which returns only
+    once the broker has resolved every partition's start: with
+    ``start="latest"`` every record appended after that call is delivered.
+    ``close()`` (or leaving a ``with`` block) cancels them.
+
+    ``iter(reader)``, ``next(reader)``, ``poll()`` and ``batches()`` share one
+    position: each record is delivered once, through whichever asks first.
+    ``iter(reader)`` returns an iterator over the reader's messages (not the
+    reader itself), which runs no Python code per message.
     """
 
     def __init__(
@@ -224,9 +241,13 @@ class Reader:
         self._started = False
         self._closed = False
         self._running = 0  # partition streams not finished yet
-        self._chunk: list[Message] = []
-        self._pos = 0
         self._error: LogstoreError | None = None
+        self._wait: float | None = None  # how long the next queue read may block (poll's timeout)
+        self._units = self._take_batches()  # every consumer below reads from this one generator
+        # The current batch being turned into messages, and the iterator of its
+        # offsets not delivered yet (the message iterator stops when it runs out).
+        self._current: tuple[MessageBatch, Iterator[int]] | None = None
+        self._messages: Iterator[Message] = chain.from_iterable(self._message_iterators())
         self.start_offsets: dict[int, int] = {}
         """The offset each partition's stream started at, as the broker resolved
         the start position; filled in when the streams open (the first ``next()``)."""
@@ -234,18 +255,51 @@ class Reader:
     # -- iteration ----------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Message]:
-        return self
+        if self._error is not None:  # the message iterator ended with it; raise it again
+            return _raising(self._error)
+        return self._messages
 
     def __next__(self) -> Message:
-        message = self._next(None)
-        if message is None:
-            raise StopIteration
-        return message
+        for message in self._messages:
+            return message
+        if self._error is not None:
+            raise self._error
+        raise StopIteration
 
     def poll(self, timeout: float | None = None) -> Message | None:
         """The next message, or None if none arrived within ``timeout`` seconds
         (or the reader has finished; see ``finished``)."""
-        return self._next(timeout)
+        self._wait = timeout
+        try:
+            message = next(self._messages, None)
+        finally:
+            self._wait = None
+        if message is None and self._error is not None:
+            raise self._error
+        return message
+
+    def batches(self) -> Iterator[MessageBatch]:
+        """The records still to be read, a batch at a time: each ``MessageBatch``
+        holds consecutive records of one partition as they were appended together
+        (see ``MessageBatch``), with no Python object made per record.  Blocks like
+        iterating the reader; shares its position with it (a batch the message
+        iterator has started yields its rest first)."""
+        current = self._current
+        if current is not None:
+            batch, offsets = current
+            left = length_hint(offsets)
+            if left:
+                deque(offsets, maxlen=0)  # the message iterator of this batch now ends
+                done = len(batch.records) - left
+                yield MessageBatch(
+                    batch.topic, batch.partition, batch.offset + done, batch.records[done:], batch.log_append_time_ms
+                )
+        self._current = None
+        for batch in self._units:
+            if batch is not None:
+                yield batch
+        if self._error is not None:
+            raise self._error
 
     @property
     def finished(self) -> bool:
@@ -253,18 +307,26 @@ class Reader:
         and every message was delivered."""
         if self._closed:
             return True
-        return self._started and self._running == 0 and self._pos >= len(self._chunk) and self._queue.empty()
+        return self._started and self._running == 0 and self._queue.empty()
 
-    def _next(self, timeout: float | None) -> Message | None:
-        chunk = self._chunk
-        pos = self._pos
-        if pos < len(chunk):
-            self._pos = pos + 1
-            return chunk[pos]
-        if self._error is not None:
-            raise self._error
+    def _message_iterators(self) -> Iterator[Iterable[Message]]:
+        """One iterator of messages per batch, for ``chain``: after the first
+        step of each batch, handing out its messages runs only C code."""
+        for batch in self._units:
+            if batch is None:
+                yield _NOTHING_YET
+                continue
+            offsets = iter(range(batch.offset, batch.offset + len(batch.records)))
+            self._current = (batch, offsets)
+            yield record_messages(batch.topic, batch.partition, offsets, batch.records, batch.log_append_time_ms)
+        self._current = None
+
+    def _take_batches(self) -> Iterator[MessageBatch | None]:
+        """The batches in arrival order, or None when ``self._wait`` ran out first;
+        ends when every stream finished or the reader was closed, raises a
+        stream's error."""
         if self._closed:
-            return None
+            return
         if not self._started:
             try:
                 self._begin()
@@ -272,25 +334,28 @@ class Reader:
                 self._error = exc
                 self.close()
                 raise
+        get = self._queue.get
         while self._running > 0 or not self._queue.empty():
             try:
-                item = self._queue.get(timeout=timeout)
+                item = get(timeout=self._wait)
             except queue.Empty:
-                return None
+                yield None
+                continue
             if type(item) is list:
-                self._chunk = item
-                self._pos = 1
-                return item[0]
+                for batch in item:
+                    if self._closed:
+                        return
+                    yield batch
+                continue
             if type(item) is _Done:
                 self._running -= 1
                 continue
             if item is _CLOSED:
-                return None
+                return
             assert type(item) is _Failed
             self._error = item.error
             self.close()
             raise item.error
-        return None
 
     # -- streams ------------------------------------------------------------------
 
@@ -359,8 +424,8 @@ class Reader:
                 if response.HasField("stop_offset"):
                     high = response.stop_offset if high is None else min(high, response.stop_offset)
                 if response.batches:
-                    messages = decode_batches(topic, partition, response.batches, low, high)
-                    if messages and not self._put(messages):
+                    batches = slice_batches(topic, partition, response.batches, low, high)
+                    if batches and not self._put(batches):
                         return
             self._put(_Done(partition))
         except grpc.RpcError as exc:

@@ -150,3 +150,61 @@ def test_fetch_trims_to_the_requested_offset(broker: str, make_topic) -> None:
         started = time.monotonic()
         assert reader.fetch(topic, 0, 6, max_wait_ms=100) == []
         assert time.monotonic() - started < 5
+
+
+def test_batches_yield_each_record_once_trimmed_to_the_range(broker: str, make_topic) -> None:
+    """batches() over [2, 8) of one 10-record batch yields offsets 2..7 as one MessageBatch, then ends."""
+    topic = make_topic()
+    _produce(broker, topic, [b"%d" % i for i in range(10)], key=b"k")
+    with Reader(broker, topic, start=2, stop=8) as reader:
+        got = list(reader.batches())
+    assert [(b.partition, b.offset, b.next_offset) for b in got] == [(0, 2, 8)]
+    assert [(r.key, r.value) for r in got[0].records] == [(b"k", b"%d" % i) for i in range(2, 8)]
+    assert [(m.offset, m.value) for m in got[0]] == [(i, b"%d" % i) for i in range(2, 8)]
+
+
+def test_messages_then_batches_share_one_position(broker: str, make_topic) -> None:
+    """Taking 3 messages, then batches(), then messages again delivers every offset exactly once, in order."""
+    topic = make_topic()
+    _produce(broker, topic, [b"a%d" % i for i in range(10)])
+    _produce(broker, topic, [b"b%d" % i for i in range(5)])
+    with Reader(broker, topic, follow=False) as reader:
+        first = [next(reader).offset for _ in range(3)]
+        batches = reader.batches()
+        rest_of_first = next(batches)
+        rest = [m.offset for m in reader]
+    assert first == [0, 1, 2]
+    assert (rest_of_first.offset, rest_of_first.next_offset) == (3, 10)
+    assert [r.value for r in rest_of_first.records] == [b"a%d" % i for i in range(3, 10)]
+    assert rest == list(range(10, 15))
+
+
+def test_a_failed_reader_keeps_raising_its_error(broker: str) -> None:
+    """After a stream error, next(), poll(), iteration and batches() all raise it again."""
+    with Reader(broker, "missing-topic-again") as reader:
+        with pytest.raises(errors.NotFound):
+            next(reader)
+        with pytest.raises(errors.NotFound):
+            next(reader)
+        with pytest.raises(errors.NotFound):
+            reader.poll(0)
+        with pytest.raises(errors.NotFound):
+            list(reader)
+        with pytest.raises(errors.NotFound):
+            list(reader.batches())
+
+
+def test_poll_reports_finished_only_after_the_last_message(broker: str, make_topic) -> None:
+    """With follow=False, poll() returns every record, then None with finished True; close() keeps it so."""
+    topic = make_topic(2)
+    _produce(broker, topic, [b"x", b"y", b"z"], partition=1)
+    reader = Reader(broker, topic, follow=False)
+    got = []
+    while not reader.finished:
+        message = reader.poll(5)
+        if message is not None:
+            got.append(message.value)
+    assert got == [b"x", b"y", b"z"]
+    assert reader.poll(0) is None and next(reader, None) is None
+    reader.close()
+    assert reader.finished and reader.poll(0) is None
