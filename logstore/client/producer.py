@@ -12,6 +12,16 @@ partition on the producer's single ``ProduceStream``, keeping up to
 to its request (answers come in request order, ``request_id`` cross-checks)
 and resolves the futures of the whole batch at once.
 
+``send`` is the per-record hot path, so it does as little as it can: a
+record without headers goes into its batch as four byte strings (record tag
+and length, timestamp field, key/value prefix, the value object itself)
+whose framing comes from per-topic caches (by key for keyed records, by
+value length for keyless ones); the timestamp field is re-encoded only when
+the wall clock's millisecond changes; one lock acquisition covers the
+append.  ``send_many`` does the same for a list of records of one topic in
+one loop, taking the lock once per partition: prefer it when the records are
+at hand together (bulk loads, the CLI reading stdin).
+
 Partitioning happens here, so every request names one partition (the
 broker's fast path): a record with an explicit ``partition`` goes there; a
 keyed record goes to ``partition_for_key(key, partition_count)``, Kafka's
@@ -39,11 +49,14 @@ What the producer does not guarantee:
   record larger than the topic's ``max_record_bytes``, a closed producer)
   raise from ``send`` itself; everything the broker or the network reports
   resolves the future with a ``logstore.errors`` exception instead.
+- Values are not copied until their batch is sent: a ``bytes`` value is
+  immutable, but the producer keeps a reference to it until then.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import random
 import threading
@@ -51,7 +64,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures._base import FINISHED, PENDING
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import grpc
 
@@ -88,7 +101,10 @@ ACKS: dict[object, int] = {
 
 _PRODUCE_STREAM_METHOD = "/logstore.v1.Log/ProduceStream"
 _BATCH_HEADER_BYTES = 53  # logstore.storage.batch.HEADER_SIZE: counted in a topic's max_batch_bytes
-_KEY_CACHE_LIMIT = 1 << 16  # keys whose partition is remembered per topic
+_KEY_CACHE_LIMIT = 1 << 16  # keys whose partition (and framing) are remembered per topic
+_FRAMED_KEY_LIMIT = 256  # longer keys are not copied into a cached framing, only their partition is cached
+_VALUE_CACHE_LIMIT = 1 << 12  # value lengths whose keyless record framing is remembered per topic
+_SEND_MANY_SLICE = 8192  # send_many queues at most this many records per lock acquisition
 _IDLE_WAKE_S = 0.1  # the sender checks request deadlines and metadata age this often when idle
 
 _time_ns = time.time_ns
@@ -193,6 +209,106 @@ def _record_body_size(framed: int) -> int:
     return body
 
 
+def _clock_reading() -> tuple[float, int, bytes, int]:
+    """The wall clock's current millisecond as ``(monotonic time at which the wall clock
+    reaches the next ms, ms, encoded timestamp field, its length)``.
+
+    ``send`` reuses it until ``time.monotonic()`` passes the first item: one
+    float comparison per record instead of reading and dividing the wall
+    clock.  The wall clock is read again at every millisecond boundary, so a
+    step of the wall clock shows within a millisecond."""
+    mono = _monotonic()
+    wall = _time_ns()
+    ms = wall // 1_000_000
+    field_bytes = _T_TIMESTAMP + _encode_varint(ms) if ms else b""
+    return (mono + (1_000_000 - wall % 1_000_000) / 1e9, ms, field_bytes, len(field_bytes))
+
+
+def _too_large(body: int, meta: "_TopicMeta") -> RecordTooLarge:
+    return RecordTooLarge(
+        f"a record of {body} bytes exceeds max_record_bytes={meta.record_limit} "
+        f"of topic {meta.topic!r}; send a smaller record or raise the topic's limit"
+    )
+
+
+def _keyed_framing(meta: "_TopicMeta", key: bytes, n: int, ts_len: int, old: tuple | None) -> tuple:
+    """The ``meta.keys`` entry for ``key`` with a value of ``n`` bytes and a timestamp field of
+    ``ts_len`` bytes (cached unless the cache is full or the key long); raises ``RecordTooLarge``.
+
+    A record is then ``head, timestamp field, prefix, value``."""
+    prefix = b"".join((_T_KEY, _varint(len(key)), key, _T_VALUE, _varint(n)))
+    body = ts_len + len(prefix) + n
+    if body > meta.record_limit:
+        raise _too_large(body, meta)
+    head = _T_RECORD + _varint(body)
+    partition = old[0] if old is not None else partition_for_key(key, meta.partition_count)
+    entry = (partition, n, ts_len, head, prefix, len(head) + body)
+    if len(key) <= _FRAMED_KEY_LIMIT:
+        if old is not None or len(meta.keys) < _KEY_CACHE_LIMIT:
+            meta.keys[key] = entry
+    elif old is None and len(meta.keys) < _KEY_CACHE_LIMIT:
+        meta.keys[key] = (partition, -1, -1, b"", b"", 0)  # a long key: only its partition
+    return entry
+
+
+def _keyless_framing(meta: "_TopicMeta", n: int, ts_len: int) -> tuple:
+    """The ``meta.values`` entry for a keyless record of ``n`` value bytes; raises ``RecordTooLarge``."""
+    prefix = _T_VALUE + _varint(n)
+    body = ts_len + len(prefix) + n
+    if body > meta.record_limit:
+        raise _too_large(body, meta)
+    head = _T_RECORD + _varint(body)
+    entry = (ts_len, head, prefix, len(head) + body)
+    if n in meta.values or len(meta.values) < _VALUE_CACHE_LIMIT:
+        meta.values[n] = entry
+    return entry
+
+
+def _partition_for(meta: "_TopicMeta", key: bytes) -> int:
+    """The partition of a keyed record, from ``meta.keys`` when known."""
+    entry = meta.keys.get(key)
+    if entry is not None:
+        return entry[0]
+    partition = partition_for_key(key, meta.partition_count)
+    if len(meta.keys) < _KEY_CACHE_LIMIT:
+        meta.keys[key] = (partition, -1, -1, b"", b"", 0)
+    return partition
+
+
+def _per_record(items: object, count: int, what: str) -> list | tuple | itertools.repeat:
+    """A ``send_many`` argument as one item per record (``None`` for each when it is None)."""
+    if items is None:
+        return itertools.repeat(None, count)
+    if not isinstance(items, (list, tuple)):
+        try:
+            items = list(items)  # type: ignore[call-overload]
+        except TypeError:
+            raise InvalidArgument(f"{what} must be None or a sequence with one item per value") from None
+    if len(items) != count:  # type: ignore[arg-type]
+        raise InvalidArgument(f"{what} has {len(items)} items for {count} values")  # type: ignore[arg-type]
+    return items  # type: ignore[return-value]
+
+
+def _runs_in_input_order(groups: dict, count: int) -> list:
+    """``send_many``'s per-target groups (``target -> (parts, sizes, indexes)``, four parts per
+    record) regrouped as runs of consecutive records with one target, in input order."""
+    where: list = [None] * count  # record -> (target, its group, its position in the group)
+    for target, group in groups.items():
+        for position, i in enumerate(group[2]):
+            where[i] = (target, group, position)
+    runs: list = []
+    previous = object()
+    for i, (target, (parts, sizes, _), position) in enumerate(where):
+        if target != previous:
+            runs.append((target, ([], [], [])))
+            previous = target
+        run = runs[-1][1]
+        run[0].extend(parts[4 * position : 4 * position + 4])
+        run[1].append(sizes[position])
+        run[2].append(i)
+    return runs
+
+
 def _normalize_headers(headers: object) -> list[tuple[str, bytes]]:
     items = headers.items() if isinstance(headers, Mapping) else headers
     out: list[tuple[str, bytes]] = []
@@ -227,18 +343,19 @@ class _Batch:
     """
 
     __slots__ = (
-        "topic", "partition", "parts", "size", "count", "limit", "created", "force",
+        "topic", "partition", "registry", "parts", "room", "count", "limit", "created", "force",
         "cond", "state", "base_offset", "append_time", "exception", "watched",
         "request_id", "sent_at",
     )
 
-    def __init__(self, topic: str, partition: int, limit: int, now: float) -> None:
+    def __init__(self, topic: str, partition: int, limit: int, now: float, registry: dict) -> None:
         self.topic = topic
         self.partition = partition
+        self.registry = registry  # the topic's open batches by partition, while this one is open
         self.parts: list[bytes] | None = [b""]  # [0] is replaced by the request header when sent
-        self.size = 0  # bytes of encoded records
         self.count = 0
         self.limit = limit  # the most record bytes this batch may hold (unless it has one record)
+        self.room = limit  # limit - bytes of encoded records; <= 0 means full
         self.created = now
         self.force = False  # flush/close: send without waiting for linger
         self.cond = threading.Condition()
@@ -249,6 +366,11 @@ class _Batch:
         self.watched: list[_RecordFuture] = []  # futures with waiters or callbacks
         self.request_id = 0
         self.sent_at = 0.0
+
+    @property
+    def size(self) -> int:
+        """Bytes of encoded records."""
+        return self.limit - self.room
 
     def resolve(self, base_offset: int, append_time: int, exception: BaseException | None) -> None:
         """Finish every future of the batch (with a result, or with ``exception``)."""
@@ -360,6 +482,56 @@ class _RecordFuture(Future):
         raise RuntimeError("a producer record future is resolved by its producer only")
 
 
+class _RecordFutures(Sequence):
+    """The futures of the records of one ``send_many`` call, in the order given.
+
+    Built from the call's chunks (``(batch, index in the batch of the first
+    record, the group's input indexes, first, end)``); the future objects are
+    made on the first ``[]``, ``iter`` or ``in``, all at once, and kept (the
+    same object each time; two threads making them at the same moment may
+    each get their own, equally valid, objects).  Not a ``list``: it is
+    read-only and never equal to one.
+    """
+
+    __slots__ = ("_count", "_chunks", "_timestamp", "_timestamps", "_futures")
+
+    def __init__(self, count: int, chunks: list, timestamp: int, timestamps: list[int] | None) -> None:
+        self._count = count
+        self._chunks = chunks
+        self._timestamp = timestamp  # every record's, unless there is one per record
+        self._timestamps = timestamps
+        self._futures: list[_RecordFuture] | None = None
+
+    def _make(self) -> list[_RecordFuture]:
+        futures: list = [None] * self._count
+        timestamp = self._timestamp
+        timestamps = self._timestamps
+        for batch, base, indexes, first, end in self._chunks:
+            for index, i in zip(range(base, base + end - first), indexes[first:end]):
+                future = _new(_RecordFuture)
+                future._b = batch
+                future._i = index
+                future._t = timestamp if timestamps is None else timestamps[i]
+                futures[i] = future
+        self._futures = futures
+        self._chunks = []
+        return futures
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        futures = self._futures
+        return (futures if futures is not None else self._make())[index]
+
+    def __iter__(self):  # type: ignore[no-untyped-def, override]
+        futures = self._futures
+        return iter(futures if futures is not None else self._make())
+
+    def __repr__(self) -> str:
+        return f"<{self._count} producer record futures>"
+
+
 def _check_timestamp(timestamp_ms: object) -> int:
     if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
         raise InvalidArgument(f"timestamp_ms must be an int (ms since the epoch), got {timestamp_ms!r}")
@@ -379,12 +551,26 @@ def _failed_future(exc: BaseException) -> Future:
 
 @dataclass(slots=True)
 class _TopicMeta:
+    """What ``send`` needs about a topic: its limits, its open batches and its encoding caches.
+
+    Metadata older than ``metadata_max_age_ms`` is dropped from
+    ``Producer._meta`` and looked up again; the new one starts with empty
+    caches (they depend on the partition count and record limit) but shares
+    ``open``, one dict per topic for the producer's lifetime.
+    """
+
+    topic: str
     partition_count: int
     record_limit: int  # the topic's max_record_bytes, or no limit
     batch_limit: int  # record bytes per request: min(batch_bytes, max_batch_bytes - header)
     fetched_at: float
-    stale: bool = False
-    key_cache: dict = field(default_factory=dict)
+    open: dict[int, _Batch]  # partition -> its open batch (mirrors Producer._open; lock held to change)
+    # key -> (partition, value length, timestamp field length, head, key+value prefix, size): the
+    # framing of a keyed record for the value length last seen with that key, or only the
+    # partition (value length -1) for keys seen with headers or null values.
+    keys: dict[bytes, tuple] = field(default_factory=dict)
+    # value length -> (timestamp field length, head, value prefix, size): framing of a keyless record.
+    values: dict[int, tuple] = field(default_factory=dict)
 
 
 class _Stream:
@@ -492,6 +678,7 @@ class Producer:
         self._wakeup = threading.Condition(self._lock)  # the sender waits on it
         self._space = threading.Condition(self._lock)  # send() waits on it when the buffer is full
         self._open: dict[tuple[str, int], _Batch] = {}  # creation order
+        self._open_by_topic: dict[str, dict[int, _Batch]] = {}  # the same batches, for send's lookups
         self._full: collections.deque[_Batch] = collections.deque()
         self._incomplete: set[_Batch] = set()
         self._buffered = 0
@@ -505,11 +692,7 @@ class Producer:
         self._next_request_id = 1
         self._closing = False
         self._closed = False
-        # Encoding cache: record prefixes (tag, length, timestamp, value tag and
-        # length) by value length, for the current timestamp.
-        self._prefix_ts = -1
-        self._ts_field = b""
-        self._prefixes: dict[int, tuple[bytes, int, int]] = {}
+        self._now = (-1.0, 0, b"", 0)  # the wall clock's current ms, see _clock_reading
 
         self._sender = threading.Thread(target=self._run_sender, name="logstore-producer-sender", daemon=True)
         self._sender.start()
@@ -534,86 +717,63 @@ class Producer:
         ``InvalidArgument``/``RecordTooLarge`` for a bad record and
         ``FailedPrecondition`` once the producer is closed.
         """
-        if timestamp_ms is None:
-            timestamp_ms = _time_ns() // 1_000_000 if self._clock is None else self._clock()
-        elif type(timestamp_ms) is not int or timestamp_ms < 0:
-            timestamp_ms = _check_timestamp(timestamp_ms)
-        meta = self._meta.get(topic)
-        if meta is None or meta.stale:
+        if timestamp_ms is None and self._clock is None:
+            until, timestamp_ms, ts_field, ts_len = self._now
+            if _monotonic() >= until:
+                until, timestamp_ms, ts_field, ts_len = self._now = _clock_reading()
+        else:
+            timestamp_ms, ts_field, ts_len = self._timestamp(timestamp_ms)
+        try:
+            meta = self._meta[topic]
+        except KeyError:
             try:
                 meta = self._load_meta(topic)
             except LogstoreError as exc:
                 return _failed_future(exc)
-        if key is None and headers is None and type(value) is bytes:
-            encoded = None  # the common case: a cached prefix, then the value itself
+        # The common records are framed from per-topic caches and sent as the parts
+        # (head, timestamp field, key/value prefix, value); see _keyed_framing.
+        if headers is None and type(value) is bytes and type(key) is bytes:
+            framing = meta.keys.get(key)
+            if framing is None or framing[1] != len(value) or framing[2] != ts_len:
+                framing = _keyed_framing(meta, key, len(value), ts_len, framing)
+            if partition is None:
+                partition = framing[0]
+            elif type(partition) is not int or partition < 0:
+                raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
+            _, _, _, head, prefix, size = framing
+        elif headers is None and key is None and type(value) is bytes:
+            framing = meta.values.get(len(value))
+            if framing is None or framing[0] != ts_len:
+                framing = _keyless_framing(meta, len(value), ts_len)
+            if partition is not None and (type(partition) is not int or partition < 0):
+                raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
+            _, head, prefix, size = framing
         else:
-            if key is not None and type(key) is not bytes:
-                key = _as_bytes(key, "key")
-            if value is not None and type(value) is not bytes:
-                value = _as_bytes(value, "value")
-            if headers is None and key is not None and value is not None:
-                ts_field = _timestamp_field(timestamp_ms)
-                key_len = _varint(len(key))
-                value_len = _varint(len(value))
-                body = len(ts_field) + 2 + len(key_len) + len(key) + len(value_len) + len(value)
-                encoded = b"".join(
-                    (_T_RECORD, _varint(body), ts_field, _T_KEY, key_len, key, _T_VALUE, value_len, value)
-                )
-            else:
-                encoded = encode_record(
-                    timestamp_ms, key, value, _normalize_headers(headers) if headers is not None else ()
-                )
-            size = len(encoded)
-            if key is not None and partition is None:
-                partition = meta.key_cache.get(key)
-                if partition is None:
-                    partition = partition_for_key(key, meta.partition_count)  # type: ignore[arg-type]
-                    if len(meta.key_cache) < _KEY_CACHE_LIMIT:
-                        meta.key_cache[key] = partition
-        if partition is not None and (type(partition) is not int or partition < 0):
-            raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
+            (head, ts_field, prefix, value), size, partition = self._encode(
+                meta, value, key, headers, partition, timestamp_ms, ts_field, ts_len
+            )
 
         lock = self._lock
         lock.acquire()  # (not `with`: this is the hot path, and acquire/release is cheaper)
         try:
-            if encoded is None:
-                if timestamp_ms != self._prefix_ts:
-                    self._prefix_ts = timestamp_ms
-                    self._ts_field = _T_TIMESTAMP + _encode_varint(timestamp_ms) if timestamp_ms else b""
-                    self._prefixes = {}
-                n = len(value)  # type: ignore[arg-type]
-                cached = self._prefixes.get(n)
-                if cached is None:
-                    ts_field = self._ts_field
-                    prefix = _T_RECORD + _varint(len(ts_field) + 1 + len(_varint(n)) + n) + ts_field + _T_VALUE + _varint(n)
-                    size = len(prefix) + n
-                    cached = self._prefixes[n] = (prefix, size, _record_body_size(size))
-                prefix, size, body_size = cached
-            else:
-                body_size = _record_body_size(size)
-            if body_size > meta.record_limit:
-                raise RecordTooLarge(
-                    f"a record of {body_size} bytes exceeds max_record_bytes={meta.record_limit} "
-                    f"of topic {topic!r}; send a smaller record or raise the topic's limit"
-                )
             if partition is None:
                 batch = self._sticky_batches.get(topic)
-                if batch is None or batch.size + size > batch.limit:
+                if batch is None or batch.room < size:
                     batch = self._sticky_batch_locked(topic, meta, size, batch)
             else:
-                batch = self._open.get((topic, partition))
-                if batch is None or batch.size + size > batch.limit:
+                batch = meta.open.get(partition)
+                if batch is None or batch.room < size:
                     batch = self._new_batch_locked(topic, partition, meta, size, batch)
             parts = batch.parts
-            if encoded is None:
-                parts.append(prefix)  # type: ignore[union-attr]
-                parts.append(value)  # type: ignore[union-attr, arg-type]
-            else:
-                parts.append(encoded)  # type: ignore[union-attr]
+            parts.append(head)  # type: ignore[union-attr]
+            parts.append(ts_field)  # type: ignore[union-attr]
+            parts.append(prefix)  # type: ignore[union-attr]
+            parts.append(value)  # type: ignore[union-attr]
             index = batch.count
             batch.count = index + 1
-            batch.size += size
-            if batch.size >= batch.limit:
+            room = batch.room - size
+            batch.room = room
+            if room <= 0:
                 self._close_batch_locked(batch)
         finally:
             lock.release()
@@ -622,6 +782,198 @@ class Producer:
         future._i = index
         future._t = timestamp_ms
         return future
+
+    def send_many(
+        self,
+        topic: str,
+        values: Iterable[bytes | str | None],
+        keys: Iterable[bytes | str | None] | None = None,
+        headers: Iterable[Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]] | None] | None = None,
+        partition: int | None = None,
+        timestamps_ms: Iterable[int | None] | None = None,
+    ) -> Sequence[Future]:
+        """Queue many records of one topic; returns their futures, in the order given.
+
+        The records are those of ``send(topic, values[i], keys[i], headers[i],
+        partition, timestamps_ms[i])`` for each ``i``, queued in that order
+        (same partitions, same bytes, same offset order), but encoded in one
+        loop and queued with one lock acquisition per partition (and per
+        8,192 records) instead of one per record.  ``keys``, ``headers`` and
+        ``timestamps_ms`` are None (null keys, no headers, default
+        timestamps) or have one item per value; a None item means the same
+        for its record.  Default timestamps are one reading of the clock for
+        the whole call.
+
+        The result is a read-only sequence of ``concurrent.futures.Future``
+        (one per record, resolving to its ``RecordMetadata``) that makes
+        the future objects only when it is first indexed or iterated: a
+        caller that only needs ``flush()`` pays for no per-record future.
+
+        Every record is checked before any is queued: ``InvalidArgument``
+        and ``RecordTooLarge`` raise with nothing sent, and an unknown
+        topic fails every future.  ``FailedPrecondition`` (the producer was
+        closed meanwhile) and ``ResourceExhausted`` (the buffer stayed full
+        for ``max_block_ms``) can raise after part of the records were
+        queued; those records are sent, but their futures are lost.
+        """
+        if isinstance(values, (bytes, bytearray, memoryview, str)):
+            raise InvalidArgument("values must be an iterable of record values, not one value")
+        values = values if isinstance(values, (list, tuple)) else list(values)
+        count = len(values)
+        key_items = _per_record(keys, count, "keys")
+        header_items = _per_record(headers, count, "headers")
+        ts_items = _per_record(timestamps_ms, count, "timestamps_ms")
+        if partition is not None and (type(partition) is not int or partition < 0):
+            raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
+        if not count:
+            return []
+        if self._clock is None:
+            _, timestamp_ms, ts_field, ts_len = self._now = _clock_reading()
+        else:
+            timestamp_ms, ts_field, ts_len = self._timestamp(None)
+        stamps = None  # (timestamp, field, field length) per record, when not all are the default
+        if timestamps_ms is not None:
+            default = (timestamp_ms, ts_field, ts_len)
+            stamps = [default if ts is None else self._timestamp(ts) for ts in ts_items]  # type: ignore[union-attr]
+        try:
+            meta = self._meta[topic]
+        except KeyError:
+            try:
+                meta = self._load_meta(topic)
+            except LogstoreError as exc:
+                return [_failed_future(exc) for _ in range(count)]
+
+        # Encode every record (nothing is queued yet) into per-target groups of flat parts,
+        # four per record; the target is a partition, or None for the sticky one.
+        groups: dict[int | None, tuple[list[bytes], list[int], list[int]]] = {}
+        key_framings = meta.keys
+        value_framings = meta.values
+        for i, value, key, record_headers in zip(range(count), values, key_items, header_items):
+            if stamps is not None:
+                timestamp_ms, ts_field, ts_len = stamps[i]
+            if record_headers is None and type(value) is bytes and (key is None or type(key) is bytes):
+                if key is None:
+                    framing = value_framings.get(len(value))
+                    if framing is None or framing[0] != ts_len:
+                        framing = _keyless_framing(meta, len(value), ts_len)
+                    target = partition
+                    _, head, prefix, size = framing
+                else:
+                    framing = key_framings.get(key)
+                    if framing is None or framing[1] != len(value) or framing[2] != ts_len:
+                        framing = _keyed_framing(meta, key, len(value), ts_len, framing)
+                    target = framing[0] if partition is None else partition
+                    _, _, _, head, prefix, size = framing
+                group = groups.get(target)
+                if group is None:
+                    group = groups[target] = ([], [], [])
+                group[0].extend((head, ts_field, prefix, value))
+                group[1].append(size)
+            else:
+                record, size, target = self._encode(
+                    meta, value, key, record_headers, partition, timestamp_ms, ts_field, ts_len
+                )
+                group = groups.get(target)
+                if group is None:
+                    group = groups[target] = ([], [], [])
+                group[0].extend(record)
+                group[1].append(size)
+            group[2].append(i)
+        runs = groups.items()
+        if None in groups and len(groups) > 1:
+            # Sticky records may land on a partition that other records name: keep the input
+            # order by queueing runs of consecutive records with one target instead.
+            runs = _runs_in_input_order(groups, count)  # type: ignore[assignment]
+
+        chunks: list[tuple[_Batch, int, list[int], int, int]] = []
+        lock = self._lock
+        for target, (parts, sizes, indexes) in runs:
+            j = 0
+            total = len(sizes)
+            while j < total:
+                stop = min(total, j + _SEND_MANY_SLICE)
+                with lock:
+                    while j < stop:
+                        size = sizes[j]
+                        if target is None:
+                            batch = self._sticky_batches.get(topic)
+                            if batch is None or batch.room < size:
+                                batch = self._sticky_batch_locked(topic, meta, size, batch)
+                        else:
+                            batch = meta.open.get(target)
+                            if batch is None or batch.room < size:
+                                batch = self._new_batch_locked(topic, target, meta, size, batch)
+                        first = j
+                        room = batch.room - size  # the first record goes in: it fits, or the batch is new
+                        j += 1
+                        while room > 0 and j < stop and sizes[j] <= room:
+                            room -= sizes[j]
+                            j += 1
+                        batch.parts.extend(parts[4 * first : 4 * j])  # type: ignore[union-attr]
+                        chunks.append((batch, batch.count, indexes, first, j))
+                        batch.count += j - first
+                        batch.room = room
+                        if room <= 0:
+                            self._close_batch_locked(batch)
+        return _RecordFutures(count, chunks, timestamp_ms, None if stamps is None else [s[0] for s in stamps])
+
+    def _timestamp(self, timestamp_ms: int | None) -> tuple[int, bytes, int]:
+        """``(timestamp, its encoded field, the field's length)`` of a record sent with
+        ``timestamp_ms`` (validated) or, for None, the injected clock's reading."""
+        if timestamp_ms is None:
+            timestamp_ms = self._clock()  # type: ignore[misc]
+        elif type(timestamp_ms) is not int or timestamp_ms < 0:
+            timestamp_ms = _check_timestamp(timestamp_ms)
+        ts_field = _timestamp_field(timestamp_ms)  # type: ignore[arg-type]
+        return timestamp_ms, ts_field, len(ts_field)  # type: ignore[return-value]
+
+    def _encode(
+        self,
+        meta: _TopicMeta,
+        value: object,
+        key: object,
+        headers: object,
+        partition: object,
+        timestamp_ms: int,
+        ts_field: bytes,
+        ts_len: int,
+    ) -> tuple[tuple[bytes, ...], int, int | None]:
+        """``send`` for every record but a keyed one with bytes key and value and no headers:
+        ``(record as four parts, size, partition)``, the partition None for the sticky one.
+        Raises ``InvalidArgument`` and ``RecordTooLarge``."""
+        if partition is not None and (type(partition) is not int or partition < 0):
+            raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
+        if value is not None and type(value) is not bytes:
+            value = _as_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = _as_bytes(key, "key")
+        if headers is None and value is not None:
+            n = len(value)  # type: ignore[arg-type]
+            if key is None:
+                framing = meta.values.get(n)
+                if framing is None or framing[0] != ts_len:
+                    framing = _keyless_framing(meta, n, ts_len)
+                _, head, prefix, size = framing
+            else:
+                framing = meta.keys.get(key)  # type: ignore[arg-type]
+                if framing is None or framing[1] != n or framing[2] != ts_len:
+                    framing = _keyed_framing(meta, key, n, ts_len, framing)  # type: ignore[arg-type]
+                if partition is None:
+                    partition = framing[0]
+                _, _, _, head, prefix, size = framing
+            return (head, ts_field, prefix, value), size, partition  # type: ignore[return-value]
+        encoded = encode_record(
+            timestamp_ms,
+            key,  # type: ignore[arg-type]
+            value,  # type: ignore[arg-type]
+            _normalize_headers(headers) if headers is not None else (),
+        )
+        body = _record_body_size(len(encoded))
+        if body > meta.record_limit:
+            raise _too_large(body, meta)
+        if key is not None and partition is None:
+            partition = _partition_for(meta, key)  # type: ignore[arg-type]
+        return (encoded, b"", b"", b""), len(encoded), partition  # type: ignore[return-value]
 
     def flush(self, timeout: float | None = None) -> int:
         """Send every record queued so far at once and wait until all are answered.
@@ -661,6 +1013,8 @@ class Producer:
             leftovers = list(self._incomplete)
             streams = list(self._streams)
             self._open.clear()
+            for registry in self._open_by_topic.values():
+                registry.clear()
             self._sticky_batches.clear()
             self._full.clear()
             self._wakeup.notify_all()
@@ -687,7 +1041,7 @@ class Producer:
     def _load_meta(self, topic: str) -> _TopicMeta:
         with self._meta_lock:
             meta = self._meta.get(topic)
-            if meta is not None and not meta.stale:
+            if meta is not None:
                 return meta
             description = self._admin.describe_topic(topic)
             config = description.config
@@ -695,7 +1049,8 @@ class Producer:
             if config.max_batch_bytes is not None:
                 limit = max(1, min(limit, config.max_batch_bytes - _BATCH_HEADER_BYTES))
             record_limit = config.max_record_bytes if config.max_record_bytes is not None else 1 << 62
-            meta = _TopicMeta(description.partition_count, record_limit, limit, _monotonic())
+            registry = self._open_by_topic.setdefault(topic, {})
+            meta = _TopicMeta(topic, description.partition_count, record_limit, limit, _monotonic(), registry)
             self._meta[topic] = meta
             return meta
 
@@ -707,10 +1062,12 @@ class Producer:
         if full is not None:
             self._close_batch_locked(full)
         partition = self._sticky.get(topic)
-        if partition is None or partition >= meta.partition_count:  # new, or the topic was recreated smaller
+        if partition is None:
             partition = self._sticky[topic] = random.randrange(meta.partition_count)
-        batch = self._open.get((topic, partition))
-        if batch is None or batch.size + size > batch.limit:
+        elif partition >= meta.partition_count:  # rotated without metadata, or the topic was recreated smaller
+            partition = self._sticky[topic] = partition % meta.partition_count
+        batch = meta.open.get(partition)
+        if batch is None or batch.room < size:
             batch = self._new_batch_locked(topic, partition, meta, size, batch)
         self._sticky_batches[topic] = batch
         return batch
@@ -726,13 +1083,14 @@ class Producer:
             self._close_batch_locked(full, rotate=False)
         if self._buffered > self._buffer_limit:
             self._wait_for_space_locked()
-            existing = self._open.get((topic, partition))
-            if existing is not None and existing.size + size <= existing.limit:
+            existing = meta.open.get(partition)
+            if existing is not None and existing.room >= size:
                 return existing
             if existing is not None:
                 self._close_batch_locked(existing, rotate=False)
-        batch = _Batch(topic, partition, meta.batch_limit, _monotonic())
+        batch = _Batch(topic, partition, meta.batch_limit, _monotonic(), meta.open)
         self._open[(topic, partition)] = batch
+        meta.open[partition] = batch
         self._incomplete.add(batch)
         self._wakeup.notify()
         return batch
@@ -742,6 +1100,7 @@ class Producer:
         key = (batch.topic, batch.partition)
         if self._open.get(key) is batch:
             del self._open[key]
+            del batch.registry[batch.partition]
             if self._sticky_batches.get(batch.topic) is batch:
                 del self._sticky_batches[batch.topic]
             self._full.append(batch)
@@ -752,9 +1111,10 @@ class Producer:
 
     def _rotate_sticky_locked(self, batch: _Batch) -> None:
         if self._sticky.get(batch.topic) == batch.partition:
+            # (Without metadata, which expired, _sticky_batch_locked wraps the partition around.)
             meta = self._meta.get(batch.topic)
-            count = meta.partition_count if meta is not None else 1
-            self._sticky[batch.topic] = (batch.partition + 1) % count
+            following = batch.partition + 1
+            self._sticky[batch.topic] = following % meta.partition_count if meta is not None else following
 
     def _wait_for_space_locked(self) -> None:
         deadline = _monotonic() + self._max_block
@@ -776,6 +1136,7 @@ class Producer:
         for key, batch in self._open.items():  # the oldest open batch expires first
             if batch.force or self._closing or now - batch.created >= self._linger:
                 del self._open[key]
+                del batch.registry[batch.partition]
                 if self._sticky_batches.get(batch.topic) is batch:
                     del self._sticky_batches[batch.topic]
                 self._buffered += batch.size
@@ -809,9 +1170,9 @@ class Producer:
                     self._expire_requests_locked(now)
                     if now >= next_meta_check:
                         next_meta_check = now + 1.0
-                        for meta in self._meta.values():
-                            if now - meta.fetched_at > self._metadata_max_age:
-                                meta.stale = True
+                        for topic, meta in list(self._meta.items()):
+                            if now - meta.fetched_at > self._metadata_max_age and self._meta.get(topic) is meta:
+                                del self._meta[topic]  # the next send looks the topic up again
                     batch = None
                     if self._inflight < self._max_in_flight:
                         batch = self._pick_locked(now)

@@ -247,3 +247,141 @@ def test_unreachable_broker_fails_futures_instead_of_hanging() -> None:
         future = producer.send("t", b"x")
         with pytest.raises(errors.LogClosed, match="127.0.0.1:1"):
             future.result(timeout=10)
+
+
+def test_framing_cache_handles_changing_value_lengths_timestamps_and_key_types(broker: str, make_topic) -> None:
+    """One key with varying value sizes, timestamps (0, small, now) and str/bytes spellings round-trips exactly."""
+    topic = make_topic(3)
+    sent = []
+    with Producer(broker, linger_ms=1000) as producer:
+        for i in range(40):
+            key = b"key-%d" % (i % 3)
+            value = b"x" * (i * 37 % 300)
+            timestamp = (None, 0, 5, 1_234_567_890_123)[i % 4]
+            spelled = key.decode() if i % 5 == 0 else key
+            future = producer.send(topic, value, key=spelled, timestamp_ms=timestamp)
+            sent.append((key, value, timestamp, future))
+    stored = {(m.partition, m.offset): m for m in _read_all(broker, topic)}
+    assert len(stored) == 40
+    for key, value, timestamp, future in sent:
+        meta = future.result(timeout=10)
+        assert meta.partition == partition_for_key(key, 3)
+        message = stored[(meta.partition, meta.offset)]
+        assert (message.key, message.value) == (key, value)
+        if timestamp:
+            assert message.timestamp_ms == meta.timestamp_ms == timestamp
+        else:
+            assert message.timestamp_ms == meta.timestamp_ms > 0  # the producer's clock, or the broker's for 0
+
+
+def test_send_many_matches_send_order_partitions_and_offsets(broker: str, make_topic) -> None:
+    """send_many of keyed records: one future per record in order, Kafka partitions, offsets 0..n-1 per partition."""
+    topic = make_topic(4)
+    keys = [b"k%d" % (i % 10) for i in range(3000)]
+    values = [b"v%d" % i for i in range(3000)]
+    with Producer(broker, linger_ms=5, batch_bytes=2000) as producer:
+        futures = producer.send_many(topic, values, keys=keys)
+        assert producer.flush(10) == 0
+    assert len(futures) == 3000
+    metas = [f.result(timeout=10) for f in futures]
+    for key, meta in zip(keys, metas):
+        assert (meta.topic, meta.partition) == (topic, partition_for_key(key, 4))
+    for p in range(4):
+        offsets = [m.offset for m in metas if m.partition == p]
+        assert offsets == list(range(len(offsets)))
+    stored = _read_all(broker, topic)
+    assert sorted((m.partition, m.offset, m.key, m.value) for m in stored) == sorted(
+        (m.partition, m.offset, k, v) for m, k, v in zip(metas, keys, values)
+    )
+
+
+def test_send_many_handles_keyless_headers_timestamps_nulls_and_str(broker: str, make_topic) -> None:
+    """send_many with per-record None items, headers, explicit timestamps and str values stores exactly what send would."""
+    topic = make_topic(1)
+    clock = ManualClock(1_600_000_000_000)
+    with Producer(broker, clock=clock) as producer:
+        futures = producer.send_many(
+            topic,
+            [b"a", None, "text é", b"", b"e"],
+            keys=[None, b"k", "sk", b"", None],
+            headers=[None, [("h", b"1"), ("h", "2")], None, {"x": b""}, None],
+            timestamps_ms=[None, 0, 7, None, 1_234],
+        )
+    assert [f.result(timeout=10).offset for f in futures] == [0, 1, 2, 3, 4]
+    assert futures[0].result().timestamp_ms == 1_600_000_000_000
+    assert futures[1].result().timestamp_ms > 1_600_000_000_000  # 0: the broker's append time
+    stored = _read_all(broker, topic)
+    assert [(m.key, m.value, m.headers) for m in stored] == [
+        (None, b"a", ()),
+        (b"k", None, (("h", b"1"), ("h", b"2"))),
+        (b"sk", "text é".encode(), ()),
+        (b"", b"", (("x", b""),)),
+        (None, b"e", ()),
+    ]
+    assert [m.timestamp_ms for m in stored][2:] == [7, 1_600_000_000_000, 1_234]
+
+
+def test_send_many_spans_batches_and_slices_with_contiguous_offsets(broker: str, make_topic) -> None:
+    """More records than one lock slice, to an explicit partition and keyless (sticky): every offset exactly once."""
+    topic = make_topic(3)
+    n = 20_000
+    with Producer(broker, linger_ms=1, batch_bytes=5_000) as producer:
+        fixed = producer.send_many(topic, [b"p%d" % i for i in range(n)], partition=2)
+        sticky = producer.send_many(topic, (b"s%d" % i for i in range(n)))
+        producer.flush(30)
+    assert [f.result(timeout=10).offset for f in fixed] == list(range(n))
+    sticky_metas = [f.result(timeout=10) for f in sticky]
+    assert len({m.partition for m in sticky_metas}) == 3  # rotated over the partitions
+    for p in range(3):
+        offsets = [m.offset for m in sticky_metas if m.partition == p]
+        assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    assert len(_read_all(broker, topic)) == 2 * n
+
+
+def test_send_many_checks_every_record_before_queueing_any(broker: str, make_topic) -> None:
+    """A bad record anywhere in send_many raises and nothing is sent; an unknown topic fails every future."""
+    topic = make_topic(max_record_bytes=100)
+    with Producer(broker, linger_ms=0) as producer:
+        with pytest.raises(errors.RecordTooLarge):
+            producer.send_many(topic, [b"ok", b"x" * 200], keys=[b"a", b"b"])
+        with pytest.raises(errors.InvalidArgument):
+            producer.send_many(topic, [b"ok", 5])  # type: ignore[list-item]
+        with pytest.raises(errors.InvalidArgument):
+            producer.send_many(topic, [b"ok", b"ok"], keys=[b"k"])
+        with pytest.raises(errors.InvalidArgument):
+            producer.send_many(topic, [b"ok"], timestamps_ms=[-1])
+        with pytest.raises(errors.InvalidArgument):
+            producer.send_many(topic, b"one value")
+        assert len(producer.send_many(topic, [])) == 0
+        missing = producer.send_many("no-such-topic-for-many", [b"a", b"b"])
+        for future in missing:
+            with pytest.raises(errors.NotFound):
+                future.result(timeout=10)
+        assert producer.send(topic, b"last").result(timeout=10).offset == 0
+    assert [m.value for m in _read_all(broker, topic)] == [b"last"]
+
+
+def test_send_many_and_send_from_threads_share_one_offset_sequence(broker: str, make_topic) -> None:
+    """Threads mixing send_many and send on one partition get offsets 0..N-1 once each, each thread in order."""
+    topic = make_topic()
+    results: dict[int, list] = {}
+    with Producer(broker, linger_ms=1, batch_bytes=3000) as producer:
+        def worker(n: int) -> None:
+            futures: list = []
+            for i in range(20):
+                if n % 2:
+                    futures.extend(producer.send_many(topic, [b"%d-%d-%d" % (n, i, j) for j in range(25)]))
+                else:
+                    futures.extend(producer.send(topic, b"%d-%d-%d" % (n, i, j)) for j in range(25))
+            results[n] = futures
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    offsets = [f.result(timeout=10).offset for fs in results.values() for f in fs]
+    assert sorted(offsets) == list(range(2000))
+    for fs in results.values():
+        mine = [f.result().offset for f in fs]
+        assert mine == sorted(mine)
