@@ -198,7 +198,7 @@ class Broker:
             checkpoint = time.monotonic() - last_checkpoint >= self.config.checkpoint_interval_ms / 1000
             if checkpoint:
                 last_checkpoint = time.monotonic()
-            for partition in self._all_partitions():
+            for partition in self.all_partitions():
                 try:
                     partition.log.maybe_flush()
                     partition.log.apply_retention()
@@ -209,7 +209,7 @@ class Broker:
                 except Exception:  # noqa: BLE001 - the scheduler must survive one bad partition
                     _LOGGER.exception("scheduler: %s/%d failed", partition.topic, partition.index)
 
-    def _all_partitions(self) -> list[Partition]:
+    def all_partitions(self) -> list[Partition]:
         with self._lock:
             topics = list(self._topics.values())
         return [p for t in topics for p in t.partitions]

@@ -57,7 +57,7 @@ class LogService:
             streams = list(self._streams)
         for event in streams:
             event.set()
-        for partition in self._broker._all_partitions():
+        for partition in self._broker.all_partitions():
             partition.wake()
 
     def _cancel_event(self, context: grpc.ServicerContext, partition=None) -> threading.Event:  # noqa: ANN001
