@@ -83,6 +83,7 @@ from logstore.errors import (
     ResourceExhausted,
 )
 from logstore._proto.logstore.v1 import log_pb2
+from logstore.storage.records import encode_varint
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -129,20 +130,8 @@ _T_REQUEST_ID = b"\x08"  # ProduceStreamRequest.request_id (field 1, varint)
 _T_PRODUCE = b"\x12"  # ProduceStreamRequest.produce (field 2, length-delimited)
 
 
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
-
-
-def _varint(n: int) -> bytes:
-    return _VARINTS[n] if n < 16384 else _encode_varint(n)
+# The record codec's varint encoder (a table for values below 16384).
+_varint = _encode_varint = encode_varint
 
 
 _TS_FIELDS: dict[int, bytes] = {}
