@@ -222,7 +222,8 @@ def test_verify_accepts_a_data_dir_written_by_the_broker(written_data_dir: Path)
     result = run_cli("verify", str(written_data_dir))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = _verify_rows(result.stdout)
-    assert set(rows) == {"alpha/0", "alpha/1", "beta/0"}
+    assert {name for name in rows if not name.startswith("__")} == {"alpha/0", "alpha/1", "beta/0"}
+    assert "__consumer_offsets/0" in rows  # internal topics are verified too
     assert int(rows["alpha/0"][2]) + int(rows["alpha/1"][2]) == 3000
     assert int(rows["beta/0"][2]) == 100
     assert int(rows["alpha/0"][0]) > 1  # rolled segments

@@ -18,6 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from logstore.broker.config import TopicConfig
 from logstore.clock import Clock
@@ -69,18 +70,31 @@ class TopicMetadata:
 class Partition:
     """One partition's log plus a condition that long-polling readers wait on."""
 
-    __slots__ = ("topic", "index", "log", "_cond")
+    __slots__ = ("topic", "index", "log", "_cond", "_listeners")
 
     def __init__(self, topic: str, index: int, log: PartitionLog) -> None:
         self.topic = topic
         self.index = index
         self.log = log
         self._cond = threading.Condition()
+        self._listeners: tuple[Callable[[], None], ...] = ()
 
     def notify_appended(self) -> None:
-        """Wake every reader waiting for data past the old end."""
+        """Wake every reader waiting for data past the old end, and call the listeners."""
         with self._cond:
             self._cond.notify_all()
+        for listener in self._listeners:
+            listener()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every append (and wake).  It must be quick and must not raise."""
+        with self._cond:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``; a listener never added is ignored."""
+        with self._cond:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
 
     def wait_for_data(self, offset: int, timeout_s: float) -> bool:
         """Block until the log end passes ``offset`` or the timeout; report which."""

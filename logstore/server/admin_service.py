@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 
 import grpc
@@ -13,6 +12,7 @@ from logstore.broker.config import TopicConfig
 from logstore.broker.topic import TopicMetadata
 from logstore.broker.names import validate_topic_name
 from logstore.errors import InvalidArgument, LogstoreError
+from logstore.server.paging import decode_page_token, encode_page_token
 from logstore.server.status import safe_deserializer, translate_errors
 from logstore.storage.config import Durability
 
@@ -72,29 +72,15 @@ def topic_to_proto(metadata: TopicMetadata) -> admin_pb2.Topic:
     )
 
 
-_TOKEN_PREFIX = b"topics-after:"
-
-
 def _encode_page_token(last_name: str) -> str:
-    return base64.urlsafe_b64encode(_TOKEN_PREFIX + last_name.encode("utf-8")).decode("ascii")
+    return encode_page_token("topics", last_name)
 
 
 def _decode_page_token(token: str) -> str:
     """The topic name a page token points after ("" for the first page)."""
-    if not token:
-        return ""
-    try:
-        raw = base64.urlsafe_b64decode(token.encode("ascii"))
-        if not raw.startswith(_TOKEN_PREFIX):
-            raise ValueError
-        name = raw[len(_TOKEN_PREFIX) :].decode("utf-8")
-        validate_topic_name(name, allow_internal=True)
-        return name
-    except (ValueError, UnicodeError, LogstoreError):
-        raise InvalidArgument(
-            "page_token was not returned by ListTopics; pass the previous response's "
-            "next_page_token, or an empty token for the first page"
-        ) from None
+    return decode_page_token(
+        "topics", token, "ListTopics", lambda name: validate_topic_name(name, allow_internal=True)
+    )
 
 
 class AdminService:

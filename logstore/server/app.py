@@ -17,12 +17,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from logstore._proto.logstore.v1 import admin_pb2, log_pb2
+from logstore._proto.logstore.v1 import admin_pb2, groups_pb2, log_pb2
 from logstore.broker.broker import Broker
+from logstore.broker.coordinator import GroupCoordinator
+from logstore.broker.offsets import OffsetStore
 from logstore.broker.config import MAX_BATCH_BYTES, BrokerConfig
 from logstore.clock import Clock
 from logstore.errors import LogstoreError
 from logstore.server.admin_service import AdminService
+from logstore.server.group_service import GroupService
 from logstore.server.log_service import LogService
 
 _LOGGER = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ __all__ = ["serve", "RunningServer", "run_serve"]
 SERVICE_NAMES = (
     log_pb2.DESCRIPTOR.services_by_name["Log"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name,
 )
 _MAX_MESSAGE = MAX_BATCH_BYTES + (1 << 20)
 
@@ -45,6 +49,7 @@ class RunningServer:
     port: int
     host: str
     _log_service: LogService
+    _group_service: GroupService
     _health: health.HealthServicer
     _stopping: threading.Event
     _stopped: threading.Event
@@ -64,6 +69,7 @@ class RunningServer:
         _LOGGER.info("shutting down: draining calls (grace %.1fs)", grace or 0)
         self._health.enter_graceful_shutdown()
         self._log_service.shutdown()
+        self._group_service.shutdown()
         self.server.stop(grace).wait()
         self.broker.close()
         self._stopped.set()
@@ -96,7 +102,10 @@ def serve(
             ],
         )
         log_service = LogService(broker)
-        server.add_generic_rpc_handlers((log_service.generic_handler(), AdminService(broker).generic_handler()))
+        group_service = GroupService(GroupCoordinator(broker, OffsetStore.open(broker)))
+        server.add_generic_rpc_handlers(
+            (log_service.generic_handler(), AdminService(broker).generic_handler(), group_service.generic_handler())
+        )
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for name in ("", *SERVICE_NAMES):
@@ -110,7 +119,7 @@ def serve(
         broker.close()
         raise
     running = RunningServer(
-        server, broker, port, host, log_service, health_servicer, threading.Event(), threading.Event()
+        server, broker, port, host, log_service, group_service, health_servicer, threading.Event(), threading.Event()
     )
     _LOGGER.info("logstore listening on %s, data in %s", running.address, Path(data_dir).resolve())
     return running

@@ -1,4 +1,4 @@
-"""Hand-built encodings of the hot responses (Fetch, Subscribe).
+"""Hand-built encodings of the hot responses (Fetch, Subscribe, Consume).
 
 A stored batch's records section is already the protobuf encoding of
 ``RecordBatch.records`` (see logstore/storage/records.py), so a response is
@@ -9,12 +9,16 @@ stock generated classes parse these bytes.
 
 from __future__ import annotations
 
+import grpc
+
+from logstore._proto.logstore.v1 import groups_pb2, log_pb2
 from logstore.broker.broker import FetchResult
+from logstore.broker.coordinator import Delivery, Outbound
 from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
 from logstore.errors import CorruptBatch
 from logstore.storage.records import encode_varint, read_varint
 
-__all__ = ["encode_fetch_response", "encode_subscribe_response"]
+__all__ = ["encode_fetch_response", "encode_subscribe_response", "encode_consume_response"]
 
 _U64 = (1 << 64) - 1
 _CREATE_TIME = 1  # logstore.v1.TimestampType values
@@ -107,3 +111,47 @@ def length_delimited_field(raw: bytes, field_number: int) -> bytes | None:
     if pos != end or found is None:
         return None
     return raw[found[0] : found[1]]
+
+
+# -- Groups.Consume ---------------------------------------------------------------------------------
+
+
+def _len_field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + encode_varint(len(payload)) + payload
+
+
+def _delivery_parts(out: list, d: Delivery) -> None:
+    """Append one ``Delivery`` as field 4 of ``ConsumeResponse``; the records are spliced."""
+    head = [
+        _len_field(0x12, d.tp.topic.encode("ascii")),  # topic = 2
+        _varint_field(0x20, d.first_id),  # first_delivery_id = 4
+        _varint_field(0x28, d.base_offset),  # base_offset = 5
+        _varint_field(0x38, d.attempt),  # attempt = 7
+        _varint_field(0x40, d.deadline_ms),  # deadline_ms = 8
+    ]
+    if d.tp.partition:
+        head.append(_varint_field(0x18, d.tp.partition))  # partition = 3
+    if d.offsets is not None:
+        head.append(_len_field(0x32, b"".join(encode_varint(o) for o in d.offsets)))  # offsets = 6, packed
+    head_bytes = b"".join(head)
+    body_len = len(head_bytes) + sum(len(c) for c in d.records)
+    out.append(b"\x22" + encode_varint(body_len) + head_bytes)
+    out.extend(d.records)  # records = 1: framed stored records, copied as they are
+
+
+def encode_consume_response(out: Outbound) -> bytes:
+    """``ConsumeResponse``: the small fields through the generated class, deliveries by hand."""
+    g = groups_pb2
+    head = g.ConsumeResponse(
+        member_id=out.member_id,
+        generation=out.generation,
+        assignment=[g.TopicPartition(topic=tp.topic, partition=tp.partition) for tp in out.assignment],
+        committed=[g.CommittedPosition(topic=tp.topic, partition=tp.partition, offset=o) for tp, o in out.committed],
+        errors=[log_pb2.Status(code=grpc.StatusCode[e.grpc_status].value[0], message=e.message) for e in out.errors],
+    )
+    if out.stale:
+        head.stale.ranges.extend(g.DeliveryIdRange(first_id=a, end_id=b) for a, b in out.stale)
+    parts: list = [head.SerializeToString()]
+    for d in out.deliveries:
+        _delivery_parts(parts, d)
+    return b"".join(parts)

@@ -56,6 +56,8 @@ from logstore.errors import CorruptBatch, InvalidArgument
 __all__ = [
     "Record",
     "record_sizes",
+    "record_spans",
+    "record_key",
     "encode_varint",
     "read_varint",
     "encode_records",
@@ -288,6 +290,47 @@ def record_sizes(data: bytes | memoryview) -> Iterator[int]:
         n, pos = _read_len(data, pos + 1, end)
         yield n
         pos += n
+
+
+def record_spans(data: bytes | memoryview, start: int = 0, end: int | None = None) -> list[int]:
+    """Where each framed record of ``data[start:end]`` begins, plus ``end`` last.
+
+    Record ``i`` (tag and length prefix included) is
+    ``data[spans[i]:spans[i + 1]]``, so any run of records can be cut out as
+    one slice and stays a valid encoding of ``repeated Record``.  Framing only:
+    the records themselves are not parsed.  Raises CorruptBatch on bad framing.
+    """
+    if end is None:
+        end = len(data)
+    spans = []
+    pos = start
+    while pos < end:
+        if data[pos] != RECORDS_FIELD_TAG:
+            raise CorruptBatch(f"expected a record tag 0x0A at byte {pos - start}, found {data[pos]:#04x}")
+        spans.append(pos)
+        n, body = _read_len(data, pos + 1, end)
+        pos = body + n
+    spans.append(end)
+    return spans
+
+
+def record_key(data: bytes | memoryview, pos: int, end: int) -> bytes | None:
+    """The key of the framed record at ``data[pos:end]`` (None for a null key).
+
+    Reads only the framing and the fields before the key; raises CorruptBatch
+    on structural damage.
+    """
+    if data[pos] != RECORDS_FIELD_TAG:
+        raise CorruptBatch(f"expected a record tag 0x0A, found {data[pos]:#04x}")
+    n, pos = _read_len(data, pos + 1, end)
+    stop = pos + n
+    while pos < stop:
+        tag, pos = _read_varint(data, pos, stop)
+        if tag == _TAG_KEY:
+            n, pos = _read_len(data, pos, stop)
+            return bytes(data[pos : pos + n])
+        pos = _skip_field(data, tag, pos, stop)
+    return None
 
 
 def encode_varint(n: int) -> bytes:

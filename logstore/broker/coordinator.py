@@ -1,0 +1,1368 @@
+"""The group coordinator: server-managed consumer groups, one member per Consume stream.
+
+The coordinator owns every consumer group's live state: its members
+(``Session``), the assignment of partitions to members (``membership.Group``
+with ``assignment.assign``: balanced and sticky), the records out for
+processing (leases), and the committed offsets (``offsets.OffsetStore``).
+The gRPC servicer turns one Consume stream into one ``Session`` and does
+nothing else.
+
+Delivery, per partition of a group (``_Part``)
+----------------------------------------------
+- ``next_offset``: the next record never delivered to the group.
+- ``floor`` (an ``AckFloor``): the first record not acked yet; everything
+  below is done.  Acks arrive in any order; the floor moves to the end of
+  the contiguous acked prefix.  The committer thread writes floors that
+  passed ``committed`` to ``__consumer_offsets`` (one durable batch per group
+  per round, so many acks share one fdatasync) and tells the owner.
+- Records handed out are *leases*: a run of consecutive delivery ids of one
+  member mapped to offsets, an attempt number and a deadline.  Ack, nack and
+  extend first cut leases at the ids given, then act on whole leases, so the
+  common case (a whole delivery acked at once) costs O(1), never O(records).
+- A nacked, expired or revoked lease goes back to the partition: in
+  ``PARTITION_ORDERED`` mode to ``retry`` (offset -> attempts made), which
+  blocks fresh delivery of the partition until every retried record is acked;
+  in ``KEY_ORDERED`` mode back to the partition's ``KeyScheduler``, first in
+  line for its key.
+- ``PARTITION_ORDERED`` fresh deliveries are the stored record bytes, sliced
+  out of stored batches without decoding.  ``KEY_ORDERED`` reads up to
+  ``LOOKAHEAD`` records ahead and extracts each record's key (per-record work:
+  that mode is slower).
+
+Ownership moves only through ``_apply_assignment_locked``: a partition's
+leases at its old owner are revoked (their ids become stale, the records go
+back for redelivery) before the new owner sees it.  A delivery id is
+unique within its session; a lease that is gone (acked, nacked, expired,
+revoked, withdrawn by a seek) makes its ids stale, so no ack is ever
+applied twice.
+
+Locks: one lock per group (``_GroupState.lock``) guards all of its state,
+sessions and partitions included; ``_GroupState.commit_lock`` serialises
+writes of its committed offsets (committer, seek, external commits, start
+positions) and is always taken before the group lock.  Each session has
+its own small condition for waking its sender, never held with the group lock
+taken after it.
+
+Time: ``clock`` (epoch ms) is injected.  A timer thread calls ``tick()``
+every ``TICK_S`` to expire deadlines and silent members and to notice topics
+that grew; tests with a ``ManualClock`` call ``tick()`` themselves.
+
+What this does not guarantee:
+- Commits are asynchronous (at-least-once): acks not yet committed when the
+  broker dies are delivered again after the restart.  At-most-once groups
+  commit every delivery durably before it is sent.
+- Deadline accuracy is ``TICK_S`` (25 ms) on top of the clock.
+- A member's deadline is per delivery: extending or acking part of a
+  delivery splits it, so every record keeps its own deadline, but all
+  records of one delivery start with the same deadline.
+- In-flight state (leases, acked runs above the floor, retry attempt
+  counts) lives in memory only; after a broker restart, every record from
+  the committed offset on is delivered again with attempt 1.
+- The group's state is per broker process; there is one broker.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import heapq
+import itertools
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from logstore.broker.ackfloor import AckFloor
+from logstore.broker.assignment import TopicPartition
+from logstore.broker.broker import Broker
+from logstore.broker.keyorder import KeyScheduler, Waiting
+from logstore.broker.membership import Group, MemberState
+from logstore.broker.names import validate_group_name, validate_topic_name
+from logstore.broker.offsets import CommittedOffset, OffsetStore
+from logstore.broker.topic import Partition
+from logstore.clock import Clock
+from logstore.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LogClosed,
+    LogstoreError,
+    NotFound,
+    OffsetOutOfRange,
+    PermissionDenied,
+)
+from logstore.storage.batch import HEADER, HEADER_SIZE
+from logstore.storage.records import record_key, record_spans
+
+_LOGGER = logging.getLogger(__name__)
+
+__all__ = [
+    "DeliveryMode",
+    "Guarantee",
+    "StartPosition",
+    "ConsumeOptions",
+    "Delivery",
+    "Outbound",
+    "Session",
+    "MemberInfo",
+    "PartitionProgress",
+    "GroupDescription",
+    "GroupSummary",
+    "SeekTarget",
+    "GroupCoordinator",
+    "LOOKAHEAD",
+]
+
+MAX_TOPICS = 100
+LOOKAHEAD = 10_000
+"""KEY_ORDERED: the most records of a partition read ahead and waiting for their key."""
+RESPONSE_BYTES = 1 << 20
+"""Soft cap on record bytes per response (at least one record is always sent)."""
+TICK_S = 0.025
+MAX_ID = (1 << 64) - 1
+_DEFAULTS = {"max_in_flight": 1000, "ack_deadline_ms": 30_000, "session_timeout_ms": 30_000}
+
+
+class DeliveryMode(enum.Enum):
+    PARTITION_ORDERED = "partition_ordered"
+    KEY_ORDERED = "key_ordered"
+
+
+class Guarantee(enum.Enum):
+    AT_LEAST_ONCE = "at_least_once"
+    AT_MOST_ONCE = "at_most_once"
+
+
+@dataclass(frozen=True, slots=True)
+class StartPosition:
+    """Where a group starts on a partition it has no committed offset for."""
+
+    earliest: bool = False
+    """True: the log start.  False (and no timestamp): the log end."""
+    timestamp_ms: int | None = None
+    """The first record at or after this time (the log end if none)."""
+
+    def __post_init__(self) -> None:
+        if self.timestamp_ms is not None and self.timestamp_ms < 0:
+            raise InvalidArgument(f"start_position.timestamp_ms must not be negative, got {self.timestamp_ms}")
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidArgument(f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeOptions:
+    """A member's options from its Join (0 in the proto means the default here)."""
+
+    max_in_flight: int = 1000
+    ack_deadline_ms: int = 30_000
+    mode: DeliveryMode = DeliveryMode.PARTITION_ORDERED
+    start: StartPosition = StartPosition()
+    session_timeout_ms: int = 30_000
+    guarantee: Guarantee = Guarantee.AT_LEAST_ONCE
+    client_id: str = ""
+
+    def __post_init__(self) -> None:
+        _check_range("max_in_flight_records", self.max_in_flight, 1, 100_000)
+        _check_range("ack_deadline_ms", self.ack_deadline_ms, 100, 600_000)
+        _check_range("session_timeout_ms", self.session_timeout_ms, 100, 600_000)
+        if not isinstance(self.client_id, str) or len(self.client_id) > 255:
+            raise InvalidArgument("client_id must be a string of at most 255 characters")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Records of one partition handed to a member (see the proto's ``Delivery``)."""
+
+    tp: TopicPartition
+    first_id: int
+    base_offset: int
+    offsets: tuple[int, ...] | None
+    """Each record's offset when they are not consecutive from ``base_offset``."""
+    attempt: int
+    deadline_ms: int
+    records: tuple[bytes | memoryview, ...]
+    """Chunks of framed records (``repeated Record`` encoding), in order."""
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """What one response to a member carries."""
+
+    member_id: str
+    generation: int
+    assignment: tuple[TopicPartition, ...]
+    deliveries: list[Delivery]
+    stale: list[tuple[int, int]]
+    committed: list[tuple[TopicPartition, int]]
+    errors: list[LogstoreError]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    member_id: str
+    client_id: str
+    peer: str
+    assignment: tuple[TopicPartition, ...]
+    in_flight: int
+    joined_ms: int
+    last_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    tp: TopicPartition
+    committed: int
+    """-1 when the group has no committed offset for it."""
+    log_end_offset: int
+    lag: int
+    owner: str
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    name: str
+    generation: int
+    mode: DeliveryMode | None
+    guarantee: Guarantee | None
+    members: tuple[MemberInfo, ...]
+    partitions: tuple[PartitionProgress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    name: str
+    member_count: int
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SeekTarget:
+    """Exactly one of: ``earliest``, ``latest``, ``offset``, ``timestamp_ms``."""
+
+    earliest: bool = False
+    latest: bool = False
+    offset: int | None = None
+    timestamp_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        chosen = sum((self.earliest, self.latest, self.offset is not None, self.timestamp_ms is not None))
+        if chosen != 1:
+            raise InvalidArgument("a seek needs exactly one target: earliest, latest, an offset or a timestamp")
+        if self.offset is not None and self.offset < 0:
+            raise InvalidArgument(f"a seek offset must not be negative, got {self.offset}")
+        if self.timestamp_ms is not None and self.timestamp_ms < 0:
+            raise InvalidArgument(f"a seek timestamp must not be negative, got {self.timestamp_ms}")
+
+
+# -- internal state --------------------------------------------------------------------------------
+
+
+class _Part:
+    """One partition's delivery state within one group."""
+
+    __slots__ = (
+        "tp", "partition", "epoch", "floor", "committed", "next_offset", "in_flight", "owner",
+        "retry", "redelivering", "keys", "listener",
+    )
+
+    def __init__(self, tp: TopicPartition, partition: Partition, committed: int, mode: DeliveryMode) -> None:
+        self.tp = tp
+        self.partition = partition
+        self.epoch = 0
+        self.floor = AckFloor(committed)
+        self.committed = committed
+        self.next_offset = committed
+        self.in_flight = 0
+        self.owner: Session | None = None
+        self.retry: dict[int, int] = {}
+        """PARTITION_ORDERED: offset -> deliveries made, for records to deliver again."""
+        self.redelivering = 0
+        """PARTITION_ORDERED: records out that are redeliveries (they block fresh ones)."""
+        self.keys: KeyScheduler | None = KeyScheduler() if mode is DeliveryMode.KEY_ORDERED else None
+
+        def listener() -> None:
+            owner = self.owner
+            if owner is not None:
+                owner.wake()
+
+        self.listener = listener
+        partition.add_listener(listener)
+
+    def reset(self, offset: int) -> None:
+        """Start over at ``offset`` (a seek or an external commit); caller withdrew the leases."""
+        self.epoch += 1
+        self.floor.reset(offset)
+        self.committed = offset
+        self.next_offset = offset
+        self.in_flight = 0
+        self.retry.clear()
+        self.redelivering = 0
+        if self.keys is not None:
+            self.keys.clear()
+
+    def detach(self) -> None:
+        self.partition.remove_listener(self.listener)
+
+
+class _Lease:
+    """Delivery ids ``[first_id, first_id + count)`` of one session, out for processing."""
+
+    __slots__ = ("first_id", "count", "part", "epoch", "offsets", "attempt", "deadline", "entries")
+
+    def __init__(
+        self,
+        first_id: int,
+        part: _Part,
+        offsets: range | list[int],
+        attempt: int,
+        deadline: int,
+        entries: list[Waiting] | None,
+    ) -> None:
+        self.first_id = first_id
+        self.count = len(offsets)
+        self.part = part
+        self.epoch = part.epoch
+        self.offsets = offsets
+        self.attempt = attempt
+        self.deadline = deadline
+        self.entries = entries
+
+    @property
+    def end_id(self) -> int:
+        return self.first_id + self.count
+
+
+class _GroupState:
+    __slots__ = (
+        "name", "lock", "commit_lock", "membership", "sessions", "parts", "topics", "mode", "guarantee",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.commit_lock = threading.Lock()
+        self.membership = Group.new(name)
+        self.sessions: dict[str, Session] = {}
+        self.parts: dict[TopicPartition, _Part] = {}
+        self.topics: tuple[str, ...] = ()
+        self.mode: DeliveryMode | None = None
+        self.guarantee: Guarantee | None = None
+
+
+# -- a member ----------------------------------------------------------------------------------------
+
+
+class Session:
+    """One member of a group, as seen through its Consume stream.
+
+    The servicer calls ``next_outbound`` from its sending thread and ``ack``,
+    ``nack``, ``extend``, ``heartbeat``, ``leave`` and ``close`` from its
+    receiving thread.  All of them are thread-safe.
+    """
+
+    def __init__(
+        self, coordinator: "GroupCoordinator", group: _GroupState, options: ConsumeOptions, peer: str, now: int
+    ) -> None:
+        self._coordinator = coordinator
+        self._group = group
+        self.options = options
+        self.peer = peer
+        self.member_id = f"{options.client_id or 'member'}-{uuid.uuid4().hex[:12]}"
+        self.joined_ms = now
+        self.last_seen_ms = now
+        self._leases: dict[int, _Lease] = {}
+        self._starts: list[int] = []
+        """First ids of leases, sorted; may hold ids of leases already gone."""
+        self._deadlines: list[tuple[int, int]] = []
+        """Heap of (deadline, first id); entries whose lease is gone or changed are skipped."""
+        self._next_id = 1
+        self.in_flight = 0
+        self._owned: list[_Part] = []
+        self._assignment: tuple[TopicPartition, ...] = ()
+        self._rr = 0
+        self._first_sent = False
+        self._assignment_dirty = True
+        self._stale: list[tuple[int, int]] = []
+        self._errors: list[LogstoreError] = []
+        self._committed: dict[TopicPartition, int] = {}
+        self._wake = threading.Condition(threading.Lock())
+        self._woken = False
+        self.ended = False
+        self.end_error: LogstoreError | None = None
+        """Why the broker ended the session (None: the member left or the stream closed)."""
+
+    # -- waking -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make a waiting ``next_outbound`` look again."""
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
+
+    # -- the sending side ---------------------------------------------------------------------
+
+    def next_outbound(self, timeout_s: float) -> Outbound | None:
+        """The next response to send, waiting up to ``timeout_s``; None if there is none
+        yet or the session ended (check ``ended``)."""
+        deadline = time.monotonic() + timeout_s
+        group = self._group
+        while True:
+            with group.lock:
+                if self.ended:
+                    return None
+                out = self._build_locked(self._coordinator.clock())
+            if out is not None:
+                if out.deliveries and group.guarantee is Guarantee.AT_MOST_ONCE:
+                    self._coordinator._commit_group(group)  # durable before the records leave
+                return out
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with self._wake:
+                if not self._woken:
+                    self._wake.wait(remaining)
+                self._woken = False
+
+    def _build_locked(self, now: int) -> Outbound | None:
+        group = self._group
+        deliveries = self._fill_locked(now)
+        if (
+            self._first_sent
+            and not self._assignment_dirty
+            and not deliveries
+            and not self._stale
+            and not self._errors
+            and not self._committed
+        ):
+            return None
+        if self._assignment_dirty:
+            member = next((m for m in group.membership.members if m.member_id == self.member_id), None)
+            if member is not None and member.state is MemberState.JOINING:
+                group.membership = group.membership.acknowledge(self.member_id, group.membership.generation, now)
+        out = Outbound(
+            self.member_id,
+            group.membership.generation,
+            self._assignment,
+            deliveries,
+            self._stale,
+            sorted(self._committed.items()),
+            self._errors,
+        )
+        self._first_sent = True
+        self._assignment_dirty = False
+        self._stale = []
+        self._errors = []
+        self._committed = {}
+        return out
+
+    def _fill_locked(self, now: int) -> list[Delivery]:
+        """Hand out records of owned partitions up to the in-flight limit and a byte budget."""
+        owned = self._owned
+        credit = self.options.max_in_flight - self.in_flight
+        if credit <= 0 or not owned:
+            return []
+        out: list[Delivery] = []
+        budget = RESPONSE_BYTES
+        n = len(owned)
+        start = self._rr
+        self._rr = (start + 1) % n
+        for k in range(n):
+            if credit <= 0 or budget <= 0:
+                break
+            part = owned[(start + k) % n]
+            try:
+                got, used = self._fill_part_locked(part, credit, budget, now, out)
+            except OffsetOutOfRange as exc:
+                self._skip_to_start_locked(part, exc.start)
+                continue
+            except (LogClosed, NotFound):
+                continue  # the topic is going away; the timer ends the session
+            credit -= got
+            budget -= used
+        if out and self._group.guarantee is Guarantee.AT_MOST_ONCE:
+            for d in out:  # nothing is leased: every record counts as done at once
+                self._finish_at_most_once_locked(d)
+        return out
+
+    def _skip_to_start_locked(self, part: _Part, log_start: int) -> None:
+        _LOGGER.warning(
+            "group %s: %s below the log start %d (retention deleted it); continuing there",
+            self._group.name, part.tp, log_start,
+        )
+        part.next_offset = max(part.next_offset, log_start)
+        part.floor.skip_to(log_start)
+        for offset in [o for o in part.retry if o < log_start]:
+            del part.retry[offset]
+        self._coordinator._mark_dirty(self._group)
+
+    def _fill_part_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
+        if part.keys is not None:
+            return self._fill_keyed_locked(part, credit, budget, now, out)
+        if part.retry:
+            offsets = sorted(part.retry)[:credit]
+            framed = _read_framed(part.partition, offsets)
+            got = used = 0
+            for attempt, run in _runs_by_attempt([(o, part.retry[o]) for o in offsets if o in framed]):
+                chunks = [framed[o] for o in run]
+                for o in run:
+                    del part.retry[o]
+                part.redelivering += len(run)
+                out.append(self._lease_locked(part, run, attempt + 1, now, chunks, None))
+                got += len(run)
+                used += sum(len(c) for c in chunks)
+            for o in offsets:  # records that vanished (retention) are skipped
+                if o not in framed and o in part.retry:
+                    del part.retry[o]
+                    part.floor.add(o, o + 1)
+            return got, used
+        if part.redelivering:
+            return 0, 0
+        log = part.partition.log
+        offset = part.next_offset
+        if offset >= log.log_end_offset:
+            return 0, 0
+        batches = log.read(offset, min(budget, RESPONSE_BYTES))
+        chunks: list[bytes | memoryview] = []
+        taken = used = 0
+        for batch in batches:
+            base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+            skip = offset + taken - base
+            if skip >= count:
+                continue
+            want = min(count - skip, credit - taken)
+            view = memoryview(batch)
+            if skip == 0 and want == count:
+                chunk = view[HEADER_SIZE:length]
+            else:
+                spans = record_spans(view, HEADER_SIZE, length)
+                chunk = view[spans[skip] : spans[skip + want]]
+            chunks.append(chunk)
+            taken += want
+            used += len(chunk)
+            if taken >= credit or used >= budget:
+                break
+        if not taken:
+            return 0, 0
+        part.next_offset = offset + taken
+        out.append(self._lease_locked(part, range(offset, offset + taken), 1, now, chunks, None))
+        return taken, used
+
+    def _fill_keyed_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
+        keys = part.keys
+        assert keys is not None
+        log = part.partition.log
+        while keys.waiting < LOOKAHEAD and part.next_offset < log.log_end_offset:
+            offset = part.next_offset
+            batches = log.read(offset, 1 << 20)
+            if not batches:
+                break
+            for batch in batches:
+                base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+                if base + count <= offset:
+                    continue
+                spans = record_spans(batch, HEADER_SIZE, length)
+                for i in range(max(0, offset - base), count):
+                    lo, hi = spans[i], spans[i + 1]
+                    keys.add(Waiting(base + i, record_key(batch, lo, hi), bytes(batch[lo:hi])))
+                offset = base + count
+            part.next_offset = offset
+        entries = keys.take(credit)
+        if not entries:
+            return 0, 0
+        used = 0
+        got = 0
+        run: list[Waiting] = []
+        for entry in entries:
+            if run and entry.attempts != run[0].attempts:
+                out.append(self._keyed_lease_locked(part, run, now))
+                run = []
+            run.append(entry)
+            got += 1
+            used += len(entry.raw)
+        out.append(self._keyed_lease_locked(part, run, now))
+        return got, used
+
+    def _keyed_lease_locked(self, part: _Part, run: list[Waiting], now: int) -> Delivery:
+        attempt = run[0].attempts + 1
+        for entry in run:
+            entry.attempts = attempt
+        if self._group.guarantee is Guarantee.AT_MOST_ONCE:
+            assert part.keys is not None
+            for entry in run:  # nothing stays out: the key is free again at once
+                part.keys.release(KeyScheduler.slot(entry))
+        return self._lease_locked(part, [e.offset for e in run], attempt, now, [e.raw for e in run], run)
+
+    def _lease_locked(
+        self,
+        part: _Part,
+        offsets: range | list[int],
+        attempt: int,
+        now: int,
+        chunks: list,
+        entries: list[Waiting] | None,
+    ) -> Delivery:
+        first = self._next_id
+        deadline = now + self.options.ack_deadline_ms
+        count = len(offsets)
+        self._next_id = first + count
+        if self._group.guarantee is not Guarantee.AT_MOST_ONCE:
+            lease = _Lease(first, part, offsets, attempt, deadline, entries)
+            self._leases[first] = lease
+            self._starts.append(first)
+            heapq.heappush(self._deadlines, (deadline, first))
+            self.in_flight += count
+            part.in_flight += count
+        contiguous = isinstance(offsets, range)
+        return Delivery(
+            part.tp,
+            first,
+            offsets[0],
+            None if contiguous else tuple(offsets),
+            attempt,
+            deadline,
+            tuple(chunks),
+            count,
+        )
+
+    def _finish_at_most_once_locked(self, d: Delivery) -> None:
+        """At-most-once: a delivered record is done at once (committed before it is sent)."""
+        part = self._group.parts.get(d.tp)
+        if part is None:
+            return
+        if d.offsets is None:
+            part.floor.add(d.base_offset, d.base_offset + d.count)
+        else:
+            for a, b in _offset_runs(d.offsets):
+                part.floor.add(a, b)
+
+    # -- the receiving side --------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """A sign of life (every request is one)."""
+        self.last_seen_ms = max(self.last_seen_ms, self._coordinator.clock())
+
+    def ack(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """The records with these delivery ids are done."""
+        self._apply(ranges, self._ack_lease_locked, "ack")
+
+    def nack(self, ranges: Iterable[tuple[int, int]], reason: str = "") -> None:
+        """The records with these delivery ids failed: deliver them again."""
+        if len(reason) > 4096:
+            self.report(InvalidArgument(f"a nack reason is at most 4096 characters, got {len(reason)}"))
+            reason = reason[:4096]
+        self._apply(ranges, self._retry_lease_locked, "nack")
+
+    def extend(self, ranges: Iterable[tuple[int, int]], extension_ms: int) -> None:
+        """Move the deadline of these records to ``extension_ms`` from now."""
+        if not isinstance(extension_ms, int) or not 1 <= extension_ms <= 600_000:
+            self.report(InvalidArgument(f"extend_deadline.extension_ms must be in [1, 600000], got {extension_ms}"))
+            return
+        deadline = self._coordinator.clock() + extension_ms
+
+        def extend_lease(lease: _Lease) -> None:
+            lease.deadline = deadline
+            heapq.heappush(self._deadlines, (deadline, lease.first_id))
+
+        self._apply(ranges, extend_lease, "extend")
+
+    def report(self, error: LogstoreError) -> None:
+        """Send ``error`` to the member in its next response (the stream goes on)."""
+        with self._group.lock:
+            self._errors.append(error)
+        self.wake()
+
+    def _apply(self, ranges: Iterable[tuple[int, int]], action: Callable[[_Lease], None], verb: str) -> None:
+        group = self._group
+        now = self._coordinator.clock()
+        notify = False
+        with group.lock:
+            if self.ended:
+                return
+            self.last_seen_ms = max(self.last_seen_ms, now)
+            if group.guarantee is Guarantee.AT_MOST_ONCE:
+                return  # nothing is leased; acks are accepted and ignored
+            for first, end in ranges:
+                if first < 1 or end <= first or end - 1 > MAX_ID:
+                    self._errors.append(InvalidArgument(
+                        f"{verb}: delivery id range [{first}, {end}) is empty or out of range; "
+                        "ids start at 1 and a range's end_id is greater than its first_id"
+                    ))
+                    notify = True
+                    continue
+                if end > self._next_id:
+                    self._errors.append(InvalidArgument(
+                        f"{verb}: delivery ids {max(first, self._next_id)} to {end - 1} were never delivered "
+                        f"on this stream (the last id delivered is {self._next_id - 1})"
+                    ))
+                    notify = True
+                    end = self._next_id
+                    if end <= first:
+                        continue
+                pos = first
+                for lease in self._overlapping_locked(first, end):
+                    lo, hi = max(first, lease.first_id), min(end, lease.end_id)
+                    if lo > pos:
+                        self._stale.append((pos, lo))
+                    action(self._carve_locked(lease, lo, hi))
+                    pos = hi
+                if pos < end:
+                    self._stale.append((pos, end))
+                notify = True
+            if self._stale:
+                self._stale = _merge_runs(self._stale)
+        if notify:
+            self.wake()
+
+    def _overlapping_locked(self, first: int, end: int) -> list[_Lease]:
+        starts = self._starts
+        if len(starts) > 2 * len(self._leases) + 64:
+            starts[:] = sorted(self._leases)
+        i = max(0, bisect.bisect_right(starts, first) - 1)
+        found = []
+        leases = self._leases
+        while i < len(starts) and starts[i] < end:
+            lease = leases.get(starts[i])
+            if lease is not None and lease.end_id > first and lease.first_id == starts[i]:
+                found.append(lease)
+            i += 1
+        return found
+
+    def _carve_locked(self, lease: _Lease, lo: int, hi: int) -> _Lease:
+        """Split ``lease`` so that a lease covers exactly ids ``[lo, hi)``; return that one."""
+        if lo > lease.first_id:
+            lease = self._split_locked(lease, lo)
+        if hi < lease.end_id:
+            self._split_locked(lease, hi)
+        return lease
+
+    def _split_locked(self, lease: _Lease, at: int) -> _Lease:
+        """Cut ``lease`` at id ``at``: it keeps the ids below, a new lease (returned) the rest."""
+        k = at - lease.first_id
+        right = _Lease.__new__(_Lease)
+        right.first_id = at
+        right.count = lease.count - k
+        right.part = lease.part
+        right.epoch = lease.epoch
+        right.offsets = lease.offsets[k:]
+        right.attempt = lease.attempt
+        right.deadline = lease.deadline
+        right.entries = None if lease.entries is None else lease.entries[k:]
+        lease.count = k
+        lease.offsets = lease.offsets[:k]
+        if lease.entries is not None:
+            lease.entries = lease.entries[:k]
+        self._leases[at] = right
+        bisect.insort(self._starts, at)
+        heapq.heappush(self._deadlines, (right.deadline, at))
+        return right
+
+    def _drop_locked(self, lease: _Lease) -> None:
+        del self._leases[lease.first_id]
+        self.in_flight -= lease.count
+        part = lease.part
+        part.in_flight -= lease.count
+        if lease.attempt > 1 and part.keys is None:
+            part.redelivering -= lease.count
+
+    def _ack_lease_locked(self, lease: _Lease) -> None:
+        self._drop_locked(lease)
+        part = lease.part
+        offsets = lease.offsets
+        if isinstance(offsets, range):
+            part.floor.add(offsets.start, offsets.stop)
+        else:
+            for a, b in _offset_runs(offsets):
+                part.floor.add(a, b)
+        if lease.entries is not None and part.keys is not None:
+            for entry in lease.entries:
+                part.keys.release(KeyScheduler.slot(entry))
+        if part.floor.floor > part.committed:
+            self._coordinator._mark_dirty(self._group)
+
+    def _retry_lease_locked(self, lease: _Lease) -> None:
+        """Give the lease's records back for redelivery (nack, expiry, revocation)."""
+        self._drop_locked(lease)
+        part = lease.part
+        if part.keys is not None:
+            assert lease.entries is not None
+            for entry in reversed(lease.entries):
+                part.keys.requeue(entry)
+        else:
+            for offset in lease.offsets:
+                part.retry[offset] = lease.attempt
+        owner = part.owner
+        if owner is not None and owner is not self:
+            owner.wake()
+
+    def _withdraw_part_locked(self, part: _Part, *, redeliver: bool) -> None:
+        """Take back every lease of ``part``: redeliver its records, or (a seek) drop them."""
+        for lease in [x for x in self._leases.values() if x.part is part]:
+            if redeliver:
+                self._retry_lease_locked(lease)
+            else:
+                self._drop_locked(lease)
+
+    def _expire_locked(self, now: int) -> bool:
+        """Redeliver leases whose deadline passed; True if any did."""
+        heap = self._deadlines
+        expired = False
+        while heap and heap[0][0] <= now:
+            deadline, first = heapq.heappop(heap)
+            lease = self._leases.get(first)
+            if lease is not None and lease.deadline == deadline:
+                self._retry_lease_locked(lease)
+                expired = True
+        if len(heap) > 4 * len(self._leases) + 64:
+            self._deadlines = [(x.deadline, x.first_id) for x in self._leases.values()]
+            heapq.heapify(self._deadlines)
+        return expired
+
+    # -- ending -----------------------------------------------------------------------------------
+
+    def leave(self) -> None:
+        """The member leaves the group; its unacked records go to other members."""
+        self._coordinator._remove(self, None)
+
+    def close(self) -> None:
+        """The stream ended (or broke); same as ``leave`` if the session is still on."""
+        self._coordinator._remove(self, None)
+
+    def describe_locked(self) -> MemberInfo:
+        return MemberInfo(
+            self.member_id, self.options.client_id, self.peer, self._assignment,
+            self.in_flight, self.joined_ms, self.last_seen_ms,
+        )
+
+
+def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    runs.sort()
+    merged: list[tuple[int, int]] = []
+    for a, b in runs:
+        if merged and a <= merged[-1][1]:
+            if b > merged[-1][1]:
+                merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _offset_runs(offsets: Iterable[int]) -> list[tuple[int, int]]:
+    """Consecutive runs ``[a, b)`` of sorted ``offsets``."""
+    runs: list[tuple[int, int]] = []
+    for o in sorted(offsets):
+        if runs and runs[-1][1] == o:
+            runs[-1] = (runs[-1][0], o + 1)
+        else:
+            runs.append((o, o + 1))
+    return runs
+
+
+def _runs_by_attempt(items: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
+    """Group (offset, attempts) pairs, in order, into runs of equal attempts."""
+    out: list[tuple[int, list[int]]] = []
+    for offset, attempts in items:
+        if out and out[-1][0] == attempts:
+            out[-1][1].append(offset)
+        else:
+            out.append((attempts, [offset]))
+    return out
+
+
+def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, bytes]:
+    """The framed record bytes at each of ``offsets`` (sorted) still in the log."""
+    found: dict[int, bytes] = {}
+    log = partition.log
+    for a, b in _offset_runs(offsets):
+        pos = max(a, log.log_start_offset)
+        while pos < b:
+            batches = log.read(pos, 1 << 20)
+            if not batches:
+                break
+            for batch in batches:
+                base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+                if base + count <= pos:
+                    continue
+                spans = record_spans(batch, HEADER_SIZE, length)
+                for o in range(max(pos, base), min(b, base + count)):
+                    i = o - base
+                    found[o] = bytes(batch[spans[i] : spans[i + 1]])
+                pos = min(b, base + count)
+                if pos >= b:
+                    break
+    return found
+
+
+# -- the coordinator ----------------------------------------------------------------------------------
+
+
+class GroupCoordinator:
+    """Every consumer group of one broker.  See the module docstring."""
+
+    def __init__(self, broker: Broker, offsets: OffsetStore, clock: Clock | None = None, *, timers: bool = True) -> None:
+        self._broker = broker
+        self._offsets = offsets
+        self.clock: Clock = clock or broker.clock
+        self._lock = threading.Lock()
+        """Guards ``_groups`` (the map only)."""
+        self._groups: dict[str, _GroupState] = {}
+        self._dirty: set[str] = set()
+        self._dirty_cond = threading.Condition(threading.Lock())
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        if timers:
+            for name, target in (("logstore-group-timer", self._run_timer), ("logstore-group-commit", self._run_committer)):
+                t = threading.Thread(target=target, name=name, daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    # -- joining ----------------------------------------------------------------------------------
+
+    def join(self, group: str, topics: Iterable[str], options: ConsumeOptions, peer: str = "") -> Session:
+        """Add a member to ``group`` consuming ``topics``; raises if the join is refused."""
+        self._check_open()
+        validate_group_name(group)
+        topics = tuple(topics)
+        if not topics:
+            raise InvalidArgument("a join needs at least one topic")
+        if len(topics) > MAX_TOPICS:
+            raise InvalidArgument(f"a join may name at most {MAX_TOPICS} topics, got {len(topics)}")
+        if len(set(topics)) != len(topics):
+            raise InvalidArgument("a join names a topic twice; list each topic once")
+        for name in topics:
+            if name.startswith("__"):
+                raise PermissionDenied(f"topic {name!r} is internal to the broker; consumer groups cannot read it")
+            validate_topic_name(name)
+            self._broker.topic(name)  # NotFound
+        topics = tuple(sorted(topics))
+        state = self._group_state(group, create=True)
+        assert state is not None
+        with state.commit_lock:
+            with state.lock:
+                if state.sessions:
+                    if state.topics != topics:
+                        raise FailedPrecondition(
+                            f"group {group!r} is consuming topics {list(state.topics)}; every live member "
+                            f"must join with the same topics (got {list(topics)})"
+                        )
+                    if state.mode is not options.mode:
+                        raise FailedPrecondition(
+                            f"group {group!r} uses delivery mode {state.mode.value}; join with the same mode "
+                            f"(got {options.mode.value})"
+                        )
+                    if state.guarantee is not options.guarantee:
+                        raise FailedPrecondition(
+                            f"group {group!r} uses the {state.guarantee.value} guarantee; join with the same "
+                            f"(got {options.guarantee.value})"
+                        )
+                elif state.mode is not options.mode or state.topics != topics or state.guarantee is not options.guarantee:
+                    # Nobody is consuming: start from the committed offsets with the new settings.
+                    self._flush_floors(state, holding_lock=True)
+                    for part in state.parts.values():
+                        part.detach()
+                    state.parts = {}
+                    state.topics, state.mode, state.guarantee = topics, options.mode, options.guarantee
+                needed = [tp for tp in self._topic_partitions(topics) if tp not in state.parts]
+            starts = self._start_offsets(group, needed, options.start)
+            with state.lock:
+                for tp in needed:
+                    if tp not in state.parts:
+                        part = self._broker.partition(tp.topic, tp.partition)
+                        state.parts[tp] = _Part(tp, part, starts[tp], state.mode)
+                now = self.clock()
+                session = Session(self, state, options, peer, now)
+                state.sessions[session.member_id] = session
+                state.membership = state.membership.with_partitions(state.parts).join(session.member_id, now)
+                self._apply_assignment_locked(state)
+        _LOGGER.info(
+            "group %s: member %s joined from %s (generation %d, %d member(s))",
+            group, session.member_id, peer or "?", state.membership.generation, len(state.sessions),
+        )
+        return session
+
+    def _topic_partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        out = []
+        for name in topics:
+            topic = self._broker.topic(name)
+            out.extend(TopicPartition(name, p.index) for p in topic.partitions)
+        return out
+
+    def _start_offsets(self, group: str, tps: list[TopicPartition], start: StartPosition) -> dict[TopicPartition, int]:
+        """Committed offsets of ``tps``; resolve and durably commit the start for those without.
+        Caller holds the group's commit lock."""
+        if not tps:
+            return {}
+        stored = self._offsets.fetch(group)
+        result: dict[TopicPartition, int] = {}
+        fresh: dict[TopicPartition, CommittedOffset] = {}
+        now = self.clock()
+        for tp in tps:
+            if tp in stored:
+                result[tp] = stored[tp].offset
+                continue
+            log = self._broker.partition(tp.topic, tp.partition).log
+            if start.earliest:
+                offset = log.log_start_offset
+            elif start.timestamp_ms is not None:
+                found = log.offset_for_timestamp(start.timestamp_ms)
+                offset = log.log_end_offset if found is None else found
+            else:
+                offset = log.log_end_offset
+            result[tp] = offset
+            fresh[tp] = CommittedOffset(offset, "start position", now)
+        if fresh:
+            self._offsets.commit(group, fresh)
+        return result
+
+    def _apply_assignment_locked(self, state: _GroupState) -> None:
+        """Make partition owners match the membership's assignment; revoke moved leases first."""
+        assignment = state.membership.assignment
+        owner_of = {tp: mid for mid, tps in assignment.items() for tp in tps}
+        for tp, part in state.parts.items():
+            new_owner = state.sessions.get(owner_of.get(tp, ""))
+            if part.owner is not new_owner:
+                if part.owner is not None:
+                    part.owner._withdraw_part_locked(part, redeliver=True)
+                part.owner = new_owner
+        for mid, session in state.sessions.items():
+            tps = sorted(assignment.get(mid, ()))
+            session._owned = [state.parts[tp] for tp in tps if tp in state.parts]
+            if tuple(tps) != session._assignment or not session._first_sent:
+                session._assignment = tuple(tps)
+                session._assignment_dirty = True
+            session.wake()
+
+    def _remove(self, session: Session, error: LogstoreError | None) -> None:
+        state = session._group
+        with state.lock:
+            if session.ended:
+                return
+            session.ended = True
+            session.end_error = error
+            for part in list(session._owned):
+                session._withdraw_part_locked(part, redeliver=True)
+            for lease in list(session._leases.values()):
+                session._retry_lease_locked(lease)
+            del state.sessions[session.member_id]
+            try:
+                state.membership = state.membership.stream_broken(session.member_id)
+            except (NotFound, FailedPrecondition):
+                pass
+            self._apply_assignment_locked(state)
+        session.wake()
+        _LOGGER.info(
+            "group %s: member %s left%s (generation %d, %d member(s))",
+            state.name, session.member_id, f": {error}" if error else "", state.membership.generation,
+            len(state.sessions),
+        )
+
+    # -- committing -------------------------------------------------------------------------------
+
+    def _mark_dirty(self, state: _GroupState) -> None:
+        with self._dirty_cond:
+            if state.name not in self._dirty:
+                self._dirty.add(state.name)
+                self._dirty_cond.notify()
+
+    def _run_committer(self) -> None:
+        while not self._closed.is_set():
+            with self._dirty_cond:
+                while not self._dirty and not self._closed.is_set():
+                    self._dirty_cond.wait(0.5)
+                names, self._dirty = self._dirty, set()
+            for name in sorted(names):
+                state = self._group_state(name)
+                if state is None:
+                    continue
+                try:
+                    self._commit_group(state)
+                except LogstoreError as exc:
+                    if not self._closed.is_set():
+                        _LOGGER.error("group %s: committing offsets failed: %s; will retry", name, exc)
+                        self._mark_dirty(state)
+                        time.sleep(0.1)
+
+    def _commit_group(self, state: _GroupState) -> None:
+        """Write every floor that passed its committed offset, as one durable batch."""
+        with state.commit_lock:
+            self._flush_floors(state, holding_lock=False)
+
+    def _flush_floors(self, state: _GroupState, *, holding_lock: bool) -> None:
+        """The body of ``_commit_group``; caller holds ``commit_lock``, and the group lock
+        if ``holding_lock``."""
+
+        def collect() -> dict[TopicPartition, tuple[int, int]]:
+            return {
+                tp: (part.floor.floor, part.epoch)
+                for tp, part in state.parts.items()
+                if part.floor.floor > part.committed
+            }
+
+        def record(todo: dict[TopicPartition, tuple[int, int]]) -> None:
+            for tp, (offset, epoch) in todo.items():
+                part = state.parts.get(tp)
+                if part is None or part.epoch != epoch or offset <= part.committed:
+                    continue
+                part.committed = offset
+                if part.owner is not None:
+                    part.owner._committed[tp] = offset
+                    part.owner.wake()
+
+        if holding_lock:
+            todo = collect()
+        else:
+            with state.lock:
+                todo = collect()
+        if not todo:
+            return
+        now = self.clock()
+        self._offsets.commit(state.name, {tp: CommittedOffset(off, "", now) for tp, (off, _e) in todo.items()})
+        if holding_lock:
+            record(todo)
+        else:
+            with state.lock:
+                record(todo)
+
+    # -- timers -------------------------------------------------------------------------------------
+
+    def _run_timer(self) -> None:
+        while not self._closed.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the timer must survive a bug in one group
+                _LOGGER.exception("group timer tick failed")
+
+    def tick(self, now: int | None = None) -> None:
+        """Expire deadlines and silent members, follow topics that grew or vanished."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            states = list(self._groups.values())
+        for state in states:
+            doomed: list[tuple[Session, LogstoreError]] = []
+            with state.lock:
+                if not state.sessions:
+                    continue
+                for session in state.sessions.values():
+                    if now >= session.last_seen_ms + session.options.session_timeout_ms:
+                        doomed.append((session, FailedPrecondition(
+                            f"member {session.member_id} sent nothing for {session.options.session_timeout_ms} ms "
+                            "(session_timeout_ms) and was removed from the group; join again"
+                        )))
+                    elif session._expire_locked(now):
+                        session.wake()
+                topics = state.topics
+            for session, error in doomed:
+                self._remove(session, error)
+            self._follow_topics(state, topics)
+
+    def _follow_topics(self, state: _GroupState, topics: tuple[str, ...]) -> None:
+        try:
+            current = self._topic_partitions(topics)
+        except NotFound as exc:
+            with state.lock:
+                sessions = list(state.sessions.values())
+            for session in sessions:
+                self._remove(session, NotFound(f"a topic of group {state.name!r} was deleted: {exc}"))
+            return
+        with state.lock:
+            new = [tp for tp in current if tp not in state.parts]
+        if not new:
+            return
+        with state.commit_lock:
+            starts = self._start_offsets(state.name, new, StartPosition(earliest=True))
+            with state.lock:
+                for tp in new:
+                    if tp not in state.parts and state.mode is not None:
+                        partition = self._broker.partition(tp.topic, tp.partition)
+                        state.parts[tp] = _Part(tp, partition, starts[tp], state.mode)
+                state.membership = state.membership.with_partitions(state.parts)
+                self._apply_assignment_locked(state)
+        _LOGGER.info("group %s: %d new partition(s) of its topics; rebalanced", state.name, len(new))
+
+    # -- offsets and admin ----------------------------------------------------------------------------
+
+    def commit_offsets(self, group: str, offsets: Mapping[TopicPartition, CommittedOffset]) -> None:
+        """Store offsets for a group whose members commit themselves (no live Consume members)."""
+        validate_group_name(group)
+        state = self._group_state(group, create=True)
+        assert state is not None
+        with state.commit_lock:
+            with state.lock:
+                if state.sessions:
+                    raise FailedPrecondition(
+                        f"group {group!r} has {len(state.sessions)} member(s) on Consume streams; the broker "
+                        "commits for them as they ack; use SeekGroup to move the group"
+                    )
+            self._offsets.commit(group, offsets)
+            with state.lock:
+                for tp, committed in offsets.items():
+                    part = state.parts.get(tp)
+                    if part is not None:
+                        part.reset(committed.offset)
+
+    def fetch_committed(self, group: str, topics: Iterable[str] = ()) -> dict[TopicPartition, CommittedOffset]:
+        validate_group_name(group)
+        wanted = set(topics)
+        for name in wanted:
+            validate_topic_name(name)
+        stored = self._offsets.fetch(group)
+        return {tp: c for tp, c in stored.items() if not wanted or tp.topic in wanted}
+
+    def seek(
+        self, group: str, topic: str, target: SeekTarget, partitions: Iterable[int] = ()
+    ) -> dict[TopicPartition, int]:
+        """Move the group's committed offsets of ``topic`` (all or some partitions) at once."""
+        validate_group_name(group)
+        validate_topic_name(topic)
+        if topic.startswith("__"):
+            raise PermissionDenied(f"topic {topic!r} is internal to the broker")
+        wanted = list(partitions)
+        if len(set(wanted)) != len(wanted):
+            raise InvalidArgument("a seek lists a partition twice; list each once")
+        t = self._broker.topic(topic)
+        chosen = [t.partition(p) for p in wanted] if wanted else list(t.partitions)
+        state = self._group_state(group, create=True)
+        assert state is not None
+        with state.commit_lock:
+            targets: dict[TopicPartition, int] = {}
+            for p in chosen:
+                log = p.log
+                start, end = log.log_start_offset, log.log_end_offset
+                if target.earliest:
+                    offset = start
+                elif target.latest:
+                    offset = end
+                elif target.offset is not None:
+                    offset = min(max(target.offset, start), end)
+                else:
+                    found = log.offset_for_timestamp(target.timestamp_ms)
+                    offset = end if found is None else found
+                targets[TopicPartition(topic, p.index)] = offset
+            now = self.clock()
+            self._offsets.commit(group, {tp: CommittedOffset(o, "seek", now) for tp, o in targets.items()})
+            with state.lock:
+                for tp, offset in targets.items():
+                    part = state.parts.get(tp)
+                    if part is None:
+                        continue
+                    if part.owner is not None:
+                        part.owner._withdraw_part_locked(part, redeliver=False)
+                    part.reset(offset)
+                    if part.owner is not None:
+                        part.owner._committed[tp] = offset
+                        part.owner.wake()
+        _LOGGER.info("group %s: seek of %s to %s", group, topic, target)
+        return dict(sorted(targets.items()))
+
+    def delete_group(self, group: str) -> None:
+        validate_group_name(group)
+        state = self._group_state(group)
+        if state is not None:
+            with state.commit_lock, state.lock:
+                if state.sessions:
+                    raise FailedPrecondition(
+                        f"group {group!r} has {len(state.sessions)} member(s) consuming; stop them before deleting it"
+                    )
+                with self._lock:
+                    self._groups.pop(group, None)
+                for part in state.parts.values():
+                    part.detach()
+                state.parts = {}
+        try:
+            self._offsets.delete_group(group)
+        except NotFound:
+            if state is None:
+                raise NotFound(f"consumer group {group!r} does not exist (no committed offsets, no members)") from None
+
+    def list_groups(self) -> list[GroupSummary]:
+        names = set(self._offsets.groups())
+        with self._lock:
+            states = dict(self._groups)
+        names |= {n for n, s in states.items() if s.sessions}
+        out = []
+        for name in sorted(names):
+            topics = {tp.topic for tp in self._offsets.fetch(name)}
+            members = 0
+            state = states.get(name)
+            if state is not None:
+                with state.lock:
+                    members = len(state.sessions)
+                    if members:
+                        topics |= set(state.topics)
+            out.append(GroupSummary(name, members, tuple(sorted(topics))))
+        return out
+
+    def describe_group(self, group: str) -> GroupDescription:
+        validate_group_name(group)
+        stored = self._offsets.fetch(group)
+        state = self._group_state(group)
+        members: tuple[MemberInfo, ...] = ()
+        owners: dict[TopicPartition, tuple[str, int]] = {}
+        generation = 0
+        mode = guarantee = None
+        tps = set(stored)
+        if state is not None:
+            with state.lock:
+                generation = state.membership.generation
+                members = tuple(s.describe_locked() for _, s in sorted(state.sessions.items()))
+                if state.sessions:
+                    mode, guarantee = state.mode, state.guarantee
+                    tps |= set(state.parts)
+                for tp, part in state.parts.items():
+                    owners[tp] = (part.owner.member_id if part.owner else "", part.in_flight)
+        if not tps and not members:
+            raise NotFound(f"consumer group {group!r} does not exist (no committed offsets, no members)")
+        progress = []
+        for tp in sorted(tps):
+            try:
+                log = self._broker.partition(tp.topic, tp.partition).log
+                end, start = log.log_end_offset, log.log_start_offset
+            except NotFound:
+                end = start = 0
+            committed = stored[tp].offset if tp in stored else -1
+            lag = max(0, end - (committed if committed >= 0 else start))
+            owner, in_flight = owners.get(tp, ("", 0))
+            progress.append(PartitionProgress(tp, committed, end, lag, owner, in_flight))
+        return GroupDescription(group, generation, mode, guarantee, members, tuple(progress))
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End every session (UNAVAILABLE), commit what was acked, stop the threads."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._dirty_cond:
+            self._dirty_cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=5)
+        with self._lock:
+            states = list(self._groups.values())
+        for state in states:
+            with state.lock:
+                sessions = list(state.sessions.values())
+            for session in sessions:
+                self._remove(session, LogClosed("the broker is shutting down; join again after it restarts"))
+            try:
+                self._commit_group(state)
+            except LogstoreError as exc:
+                _LOGGER.error("group %s: final commit failed: %s", state.name, exc)
+            with state.lock:
+                for part in state.parts.values():
+                    part.detach()
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise LogClosed("the broker is shutting down; join again after it restarts")
+
+    def _group_state(self, name: str, create: bool = False) -> _GroupState | None:
+        with self._lock:
+            state = self._groups.get(name)
+            if state is None and create:
+                state = self._groups[name] = _GroupState(name)
+            return state
