@@ -458,3 +458,42 @@ def test_describe_seek_list_delete(server: RunningServer, channel: grpc.Channel,
     groups_stub.DeleteGroup(g.DeleteGroupRequest(group="g"))
     assert committed(groups_stub, "g") == {}
     assert not groups_stub.ListGroups(g.ListGroupsRequest()).groups
+
+
+def test_sigkilled_broker_keeps_every_commit_it_reported(tmp_path: Path) -> None:
+    """A broker killed with SIGKILL keeps every commit it reported; members resume right after it."""
+    from server_helpers import free_port, kill_process, start_broker_process
+
+    data, port = tmp_path / "data", free_port()
+    address = f"127.0.0.1:{port}"
+    proc = start_broker_process(data, port)
+    try:
+        Admin(address).create_topic("one", 2)
+        produce(address, "one", 400)
+        with grpc.insecure_channel(address) as ch:
+            m = RawMember(ch, "g", ["one"])
+            m.wait_for(lambda m: len(m.received) >= 400)
+            rng = random.Random(3)
+            held = m.snapshot()
+            rng.shuffle(held)
+            m.ack(*(x.delivery_id for x in held[:250]))  # out of order: floors land mid-way
+            m.wait_for(lambda m: len(m.committed) == 2, what="commits reported for both partitions")
+            time.sleep(0.1)
+            reported = dict(m.committed)
+            kill_process(proc)
+        proc = start_broker_process(data, port)
+        with grpc.insecure_channel(address) as ch:
+            stub = groups_pb2_grpc.GroupsStub(ch)
+            stored = committed(stub, "g")
+            assert all(stored[tp] >= offset for tp, offset in reported.items()), (stored, reported)
+            m = RawMember(ch, "g", ["one"])
+            m.wait_for(lambda m: len(m.received) >= 400 - sum(stored.values()))
+            time.sleep(0.2)
+            first = {}
+            for x in m.snapshot():
+                first.setdefault(("one", x.partition), x.offset)
+            ends = log_ends(address, "one")
+            assert first == {tp: off for tp, off in stored.items() if off < ends[tp]}, "resumes at the committed offsets"
+            m.leave()
+    finally:
+        kill_process(proc)
