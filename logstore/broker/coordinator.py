@@ -527,7 +527,8 @@ class Session:
         offset = part.next_offset
         if offset >= log.log_end_offset:
             return 0, 0
-        batches = log.read(offset, min(budget, RESPONSE_BYTES))
+        # Read about what the credit can take (at least one whole batch comes back anyway).
+        batches = log.read(offset, min(budget, max(1 << 16, credit << 7)))
         chunks: list[bytes | memoryview] = []
         taken = used = 0
         for batch in batches:
@@ -540,7 +541,7 @@ class Session:
             if skip == 0 and want == count:
                 chunk = view[HEADER_SIZE:length]
             else:
-                spans = record_spans(view, HEADER_SIZE, length)
+                spans = record_spans(batch, HEADER_SIZE, length)
                 chunk = view[spans[skip] : spans[skip + want]]
             chunks.append(chunk)
             taken += want

@@ -302,14 +302,33 @@ def record_spans(data: bytes | memoryview, start: int = 0, end: int | None = Non
     """
     if end is None:
         end = len(data)
-    spans = []
+    spans: list[int] = []
+    append = spans.append
     pos = start
-    while pos < end:
-        if data[pos] != RECORDS_FIELD_TAG:
+    tag = RECORDS_FIELD_TAG
+    # Inlined fast path for the usual 1- and 2-byte length prefixes (records under 16 KiB).
+    while pos < end - 2:
+        if data[pos] != tag:
             raise CorruptBatch(f"expected a record tag 0x0A at byte {pos - start}, found {data[pos]:#04x}")
-        spans.append(pos)
+        append(pos)
+        b = data[pos + 1]
+        if b < 0x80:
+            pos += 2 + b
+            continue
+        b2 = data[pos + 2]
+        if b2 < 0x80:
+            pos += 3 + ((b & 0x7F) | (b2 << 7))
+            continue
         n, body = _read_len(data, pos + 1, end)
         pos = body + n
+    while pos < end:
+        if data[pos] != tag:
+            raise CorruptBatch(f"expected a record tag 0x0A at byte {pos - start}, found {data[pos]:#04x}")
+        append(pos)
+        n, body = _read_len(data, pos + 1, end)
+        pos = body + n
+    if pos != end:
+        raise CorruptBatch("the last record runs past the end of its batch")
     spans.append(end)
     return spans
 
