@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from logstore.broker.config import MAX_PARTITIONS, BrokerConfig, TopicConfig
 from logstore.broker.names import validate_topic_name
@@ -107,6 +107,7 @@ class Broker:
         self._closed = threading.Event()
         self._lock_fd = -1
         self._scheduler: threading.Thread | None = None
+        self._deletion_listeners: list[Callable[[str], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -271,6 +272,15 @@ class Broker:
         fsync_dir(root)
         shutil.rmtree(doomed, ignore_errors=True)
         _LOGGER.info("deleted topic %s", name)
+        for listener in list(self._deletion_listeners):
+            try:
+                listener(name)
+            except Exception:  # noqa: BLE001 - the topic is gone either way
+                _LOGGER.exception("a listener for the deletion of topic %s failed", name)
+
+    def add_deletion_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(topic_name)`` after each topic deletion (e.g. to drop group offsets)."""
+        self._deletion_listeners.append(listener)
 
     def list_topics(self, *, include_internal: bool = False) -> list[TopicMetadata]:
         with self._lock:

@@ -916,6 +916,7 @@ class GroupCoordinator:
         self._dirty_cond = threading.Condition(threading.Lock())
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
+        broker.add_deletion_listener(self._topic_deleted)
         if timers:
             for name, target in (("logstore-group-timer", self._run_timer), ("logstore-group-commit", self._run_committer)):
                 t = threading.Thread(target=target, name=name, daemon=True)
@@ -968,6 +969,16 @@ class GroupCoordinator:
                         part.detach()
                     state.parts = {}
                     state.topics, state.mode, state.guarantee = topics, options.mode, options.guarantee
+                if not state.sessions:
+                    # A topic deleted and created again has new partitions: drop state of the old ones.
+                    for tp, part in list(state.parts.items()):
+                        try:
+                            alive = self._broker.partition(tp.topic, tp.partition) is part.partition
+                        except NotFound:
+                            alive = False
+                        if not alive:
+                            part.detach()
+                            del state.parts[tp]
                 needed = [tp for tp in self._topic_partitions(topics) if tp not in state.parts]
             starts = self._start_offsets(group, needed, options.start)
             with state.lock:
@@ -1003,10 +1014,22 @@ class GroupCoordinator:
         fresh: dict[TopicPartition, CommittedOffset] = {}
         now = self.clock()
         for tp in tps:
-            if tp in stored:
-                result[tp] = stored[tp].offset
-                continue
             log = self._broker.partition(tp.topic, tp.partition).log
+            if tp in stored:
+                offset = stored[tp].offset
+                if log.log_start_offset <= offset <= log.log_end_offset:
+                    result[tp] = offset
+                    continue
+                # Out of the log (retention passed it, or the topic was created again): the
+                # nearest end of the log, committed at once.
+                offset = min(max(offset, log.log_start_offset), log.log_end_offset)
+                _LOGGER.warning(
+                    "group %s: committed offset %d of %s is outside the log [%d, %d]; using %d",
+                    group, stored[tp].offset, tp, log.log_start_offset, log.log_end_offset, offset,
+                )
+                result[tp] = offset
+                fresh[tp] = CommittedOffset(offset, "reset: out of range", now)
+                continue
             if start.earliest:
                 offset = log.log_start_offset
             elif start.timestamp_ms is not None:
@@ -1160,6 +1183,19 @@ class GroupCoordinator:
             for session, error in doomed:
                 self._remove(session, error)
             self._follow_topics(state, topics)
+
+    def _topic_deleted(self, topic: str) -> None:
+        """End the members reading ``topic`` (NOT_FOUND) and forget its partitions' state."""
+        with self._lock:
+            states = list(self._groups.values())
+        for state in states:
+            with state.lock:
+                sessions = list(state.sessions.values()) if topic in state.topics else []
+            for session in sessions:
+                self._remove(session, NotFound(f"topic {topic!r} of group {state.name!r} was deleted"))
+            with state.commit_lock, state.lock:
+                for tp in [tp for tp in state.parts if tp.topic == topic]:
+                    state.parts.pop(tp).detach()
 
     def _follow_topics(self, state: _GroupState, topics: tuple[str, ...]) -> None:
         try:

@@ -57,8 +57,9 @@ What this store does not guarantee (known limits, left for later):
   a restart (the append can reach the disk before the error surfaces).
 - No fencing: any caller can commit for any group; generation checks against
   the group's membership are the coordinator's job.
-- No check that an offset lies within its partition's log, and offsets of
-  topics deleted later stay until the group is deleted.
+- No check that an offset lies within its partition's log.  Offsets of a
+  deleted topic are dropped right after the deletion (``forget_topic``); if
+  the broker dies in between, ``open`` drops them (``forget_missing_topics``).
 - The topic's partition count must never change (nothing here grows it): a
   group's records would then be split over two partitions and replay could
   no longer tell which came last.
@@ -260,6 +261,8 @@ class OffsetStore:
             )
         store = cls(broker, list(topic.partitions))
         store._replay()
+        store.forget_missing_topics()
+        broker.add_deletion_listener(store.forget_topic)
         return store
 
     def _replay(self) -> None:
@@ -347,6 +350,42 @@ class OffsetStore:
         """The groups with at least one committed offset, sorted."""
         with self._lock:
             return sorted(self._offsets)
+
+    def forget_topic(self, topic: str) -> int:
+        """Durably drop every group's offsets for ``topic`` (it was deleted); return how many.
+
+        One batch of tombstones per group that had any.
+        """
+        with self._lock:
+            doomed = {g: sorted(tp for tp in tps if tp.topic == topic) for g, tps in self._offsets.items()}
+        count = 0
+        for group, tps in sorted(doomed.items()):
+            if not tps:
+                continue
+            index = self._partition_index(group)
+            now = self._broker.clock()
+            encoded = encode_records(Record(key=encode_key(group, tp), value=None, timestamp=now) for tp in tps)
+            with self._append_locks[index]:
+                self._broker.append(OFFSETS_TOPIC, index, encoded, Acks.DURABLE, append_time_ms=now, internal=True)
+                with self._lock:
+                    self._forget_locked(group, tps)
+            count += len(tps)
+        if count:
+            _LOGGER.info("dropped %d committed offset(s) of deleted topic %s", count, topic)
+        return count
+
+    def forget_missing_topics(self) -> int:
+        """Drop offsets of topics that no longer exist (a crash between a topic's deletion
+        and ``forget_topic``); return how many."""
+        with self._lock:
+            topics = {tp.topic for tps in self._offsets.values() for tp in tps}
+        count = 0
+        for topic in sorted(topics):
+            try:
+                self._broker.topic(topic)
+            except NotFound:
+                count += self.forget_topic(topic)
+        return count
 
     def delete_group(self, group: str) -> None:
         """Durably forget every committed offset of ``group`` (one batch of tombstones).

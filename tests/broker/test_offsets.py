@@ -392,3 +392,37 @@ def test_every_acknowledged_commit_survives_sigkill(data_dir, tmp_path):
         broker.close()
     print(f"sigkill: {killed_while_committing} kills while committing, "
           f"{sum(acked.values())} acknowledged commits, {time.monotonic() - started:.1f}s")
+
+
+def test_deleting_a_topic_drops_every_group_offset_of_it(broker: Broker, data_dir: Path) -> None:
+    """After a topic is deleted no group keeps offsets for it, also after a reopen."""
+    store = OffsetStore.open(broker)
+    store.commit("g1", {TP("orders", 0): CO(5), TP("audit", 0): CO(7)})
+    store.commit("g2", {TP("orders", 2): CO(1)})
+    broker.delete_topic("orders")
+    assert store.fetch("g1") == {TP("audit", 0): CO(7)}
+    assert store.fetch("g2") == {}
+    assert store.groups() == ["g1"]
+    broker.close()
+    reopened = open_broker(data_dir)
+    try:
+        assert OffsetStore.open(reopened).fetch("g1") == {TP("audit", 0): CO(7)}
+    finally:
+        reopened.close()
+
+
+def test_open_drops_offsets_of_topics_that_no_longer_exist(data_dir: Path) -> None:
+    """Offsets left behind by a crash between a topic's deletion and their removal are dropped at open."""
+    b = open_broker(data_dir)
+    OffsetStore.open(b).commit("g", {TP("orders", 1): CO(3), TP("audit", 0): CO(2)})
+    b.close()
+    b = open_broker(data_dir)
+    b.delete_topic("orders")  # no store listening: the offsets stay in the log
+    b.close()
+    b = open_broker(data_dir)
+    try:
+        store = OffsetStore.open(b)
+        assert store.fetch("g") == {TP("audit", 0): CO(2)}
+        assert store.forget_missing_topics() == 0
+    finally:
+        b.close()

@@ -497,3 +497,23 @@ def test_sigkilled_broker_keeps_every_commit_it_reported(tmp_path: Path) -> None
             m.leave()
     finally:
         kill_process(proc)
+
+
+def test_deleted_topic_ends_the_stream_and_a_new_topic_of_that_name_is_read_from_its_start(
+    server: RunningServer, channel: grpc.Channel, groups_stub
+) -> None:
+    """Deleting a consumed topic ends its members' streams with NOT_FOUND; the group then reads the new topic."""
+    admin = Admin(server.address)
+    admin.create_topic("gone", 1)
+    produce(server.address, "gone", 50)
+    m = RawMember(channel, "g", ["gone"], on_delivery=AutoAcker())
+    m.wait_for(lambda m: m.committed.get(("gone", 0)) == 50, what="caught up")
+    admin.delete_topic("gone")
+    assert m.wait_ended() == grpc.StatusCode.NOT_FOUND
+    assert "deleted" in m.details
+    admin.create_topic("gone", 1)
+    produce(server.address, "gone", 5)
+    again = RawMember(channel, "g", ["gone"], on_delivery=AutoAcker())
+    again.wait_for(lambda m: len(m.received) >= 5, what="the new topic's records")
+    assert [x.offset for x in again.snapshot()] == [0, 1, 2, 3, 4]
+    again.leave()
