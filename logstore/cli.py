@@ -1,5 +1,6 @@
-"""The ``logstore`` command: manage topics, produce and consume records, verify
-a data directory offline, and run the broker.
+"""The ``logstore`` command: manage topics and consumer groups, produce and
+consume records (alone or as a member of a group), verify a data directory
+offline, and run the broker.
 
 Every command that talks to a broker takes ``--broker HOST:PORT`` (default:
 the ``LOGSTORE_BROKER`` environment variable, else ``127.0.0.1:50051``).
@@ -7,9 +8,10 @@ Failures print one line, ``logstore: error: ...``, on stderr and exit with
 status 1 (2 for usage errors); no traceback is shown for errors the broker
 or the network report.
 
-What the command does not do: TLS or authentication, consumer groups, or
-any output format but the ones documented per command (``consume`` writes
-JSON lines; the rest write text meant for people, ``--json`` where offered).
+What the command does not do: TLS or authentication, committing offsets by
+hand (``groups seek`` moves them), or any output format but the ones
+documented per command (``consume`` writes JSON lines; the rest write text
+meant for people, ``--json`` where offered).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from itertools import islice
 from typing import Any, Callable, TextIO
 
 from logstore import __version__
@@ -281,6 +284,8 @@ def _parse_time(text: str) -> datetime:
 def _cmd_consume(args: argparse.Namespace) -> int:
     from logstore.client import Reader
 
+    if args.group is not None:
+        return _cmd_consume_group(args)
     start: Any = "latest"
     if args.from_beginning:
         start = "earliest"
@@ -316,6 +321,206 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     return 0
+
+
+def _caught_up(admin: Any, group: str, topic: str, ends: dict[int, Any]) -> bool:
+    """True once the group's committed offsets reached the log ends in ``ends``."""
+    committed = admin.fetch_committed_offsets(group, topic)
+    for partition, end in ends.items():
+        if end.offset <= end.log_start_offset:
+            continue  # nothing to read there
+        found = committed.get((topic, partition))
+        if found is None or found.offset < end.offset:
+            return False
+    return True
+
+
+def _cmd_consume_group(args: argparse.Namespace) -> int:
+    from logstore.client import Admin, Consumer
+
+    for given, flag in ((args.offset is not None, "--offset"), (args.partition, "--partition")):
+        if given:
+            _err(
+                f"error: {flag} cannot be used with --group: the broker assigns partitions and keeps the group's "
+                f"offsets (move them with `logstore groups seek`)"
+            )
+            return 2
+    start: Any = "latest"
+    if args.from_beginning:
+        start = "earliest"
+    elif args.since is not None:
+        start = args.since
+    broker = _broker(args)
+    out = sys.stdout.buffer
+    remaining = args.max
+    admin = Admin(broker)
+    try:
+        ends = admin.list_offsets(args.topic, None, "latest") if args.no_follow else None
+        next_check = 0.0
+        with Consumer(broker, args.group, [args.topic], start=start, client_id="logstore-cli") as consumer:
+            while remaining is None or remaining > 0:
+                batch = consumer.poll_batch(0.2)
+                if batch is not None:
+                    messages = list(islice(batch, remaining)) if remaining is not None else list(batch)
+                    out.write(b"".join(message_to_json(m).encode("utf-8") + b"\n" for m in messages))
+                    out.flush()  # printed before acked: an ack never covers a record not yet written
+                    if len(messages) == len(batch):
+                        batch.ack()
+                    else:
+                        for message in messages:
+                            message.ack()
+                    if remaining is not None:
+                        remaining -= len(messages)
+                if ends is not None and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.2
+                    if _caught_up(admin, args.group, args.topic, ends):
+                        break
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    finally:
+        admin.close()
+    return 0
+
+
+# --- groups -------------------------------------------------------------------------------
+
+
+def _cmd_groups_list(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        groups = admin.list_groups()
+    if args.json:
+        for g in groups:
+            print(json.dumps({"name": g.name, "member_count": g.member_count, "topics": list(g.topics)}))
+        return 0
+    if not groups:
+        print("no groups", file=sys.stderr)
+        return 0
+    width = max(len("GROUP"), *(len(g.name) for g in groups))
+    print(f"{'GROUP':<{width}}  MEMBERS  TOPICS")
+    for g in groups:
+        print(f"{g.name:<{width}}  {g.member_count:>7}  {', '.join(g.topics)}")
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]], right: set[int]) -> list[str]:
+    """Lines of a text table, columns as wide as their widest cell; ``right``
+    names the columns aligned to the right."""
+    cells = [tuple(str(c) for c in row) for row in rows]
+    widths = [max(len(header[i]), *(len(r[i]) for r in cells)) if cells else len(header[i]) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    return [line(header)] + [line(r) for r in cells]
+
+
+def _cmd_groups_describe(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        d = admin.describe_group(args.group)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "group": d.group,
+                    "generation": d.generation,
+                    "delivery_mode": d.delivery_mode,
+                    "delivery_guarantee": d.delivery_guarantee,
+                    "members": [
+                        {name: getattr(m, name) for name in m.__slots__} | {"assignment": [list(tp) for tp in m.assignment]}
+                        for m in d.members
+                    ],
+                    "partitions": [{name: getattr(p, name) for name in p.__slots__} for p in d.partitions],
+                }
+            )
+        )
+        return 0
+    print(f"group: {d.group}")
+    print(f"generation: {d.generation}")
+    print(f"delivery mode: {d.delivery_mode}")
+    print(f"guarantee: {d.delivery_guarantee}")
+    print(f"members: {len(d.members)}")
+    if d.members:
+        rows = [
+            (
+                m.member_id,
+                m.client_id or "-",
+                m.peer or "-",
+                m.in_flight_records,
+                ", ".join(f"{t}/{p}" for t, p in m.assignment) or "-",
+            )
+            for m in d.members
+        ]
+        for text in _table(("MEMBER", "CLIENT", "PEER", "IN-FLIGHT", "ASSIGNMENT"), rows, {3}):
+            print(f"  {text}")
+    print(f"lag: {d.lag}")
+    rows = [
+        (
+            p.topic,
+            p.partition,
+            "-" if p.committed_offset is None else p.committed_offset,
+            p.log_end_offset,
+            p.lag,
+            p.member_id or "-",
+            p.in_flight_records,
+        )
+        for p in d.partitions
+    ]
+    for text in _table(("TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "OWNER", "IN-FLIGHT"), rows, {1, 2, 3, 4, 6}):
+        print(text)
+    return 0
+
+
+def _cmd_groups_seek(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    partitions = sorted({p for chunk in args.partitions for p in chunk}) if args.partitions else None
+    target: dict[str, Any]
+    if args.to_earliest:
+        target = {"earliest": True}
+    elif args.to_latest:
+        target = {"latest": True}
+    elif args.to_offset is not None:
+        target = {"offset": args.to_offset}
+    else:
+        target = {"timestamp_ms": args.to_time}
+    with Admin(_broker(args)) as admin:
+        offsets = admin.seek_group(args.group, args.topic, partitions=partitions, **target)
+    print(f"moved group {args.group!r} on topic {args.topic!r}:")
+    for text in _table(("PARTITION", "OFFSET"), [(p, o.offset) for p, o in sorted(offsets.items())], {0, 1}):
+        print(f"  {text}")
+    return 0
+
+
+def _cmd_groups_delete(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        admin.delete_group(args.group)
+    print(f"deleted group {args.group!r}")
+    return 0
+
+
+def _parse_partitions(text: str) -> list[int]:
+    try:
+        found = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"partitions are numbers separated by commas, e.g. 0,2,5; got {text!r}") from None
+    if not found or any(p < 0 for p in found):
+        raise argparse.ArgumentTypeError(f"partitions are numbers >= 0 separated by commas, e.g. 0,2,5; got {text!r}")
+    return found
+
+
+def _parse_time_ms(text: str) -> int:
+    """Epoch milliseconds, given as a number or as an ISO 8601 time."""
+    if text.isdigit():
+        return int(text)
+    return int(_parse_time(text).timestamp() * 1000)
 
 
 # --- verify -------------------------------------------------------------------------------
@@ -491,6 +696,22 @@ a JSON string; any other bytes are written as {"base64": "<standard base64>"}.
 
 start: the log end (new records only) unless --from-beginning, --offset or --since
 is given.  --since takes an ISO 8601 time; without a UTC offset it is local time.
+
+--group G: consume as a member of consumer group G.  The broker assigns the
+partitions and keeps the group's committed offsets; each record is acked once
+it has been printed, so a later run continues after it.  --from-beginning and
+--since then say where a new group starts (default: the log end); --offset and
+--partition do not apply.  --max stops after N records and leaves the group;
+--no-follow stops once the group has committed everything up to the log end
+found at start.
+"""
+
+_GROUPS_EPILOG = """\
+describe prints the members with their assignments, then one row per partition:
+the committed offset ("-" if none yet), the log end offset, the lag (records not
+yet done), the owning member and the records in flight.  seek moves the group's
+committed offsets for one topic in one atomic write; members that are consuming
+restart from the new offsets.
 """
 
 _VERIFY_EPILOG = """\
@@ -618,9 +839,59 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument(
         "--partition", type=_nonnegative, action="append", metavar="P", help="read only partition P (repeatable)"
     )
-    consume.add_argument("--max", type=_nonnegative, metavar="N", help="exit after N records")
+    consume.add_argument("--max", "--count", dest="max", type=_nonnegative, metavar="N", help="exit after N records")
     consume.add_argument("--no-follow", action="store_true", help="exit at the log end instead of waiting for more")
+    consume.add_argument(
+        "--group", metavar="G", help="consume as a member of consumer group G, acking each record once printed"
+    )
     consume.set_defaults(func=_cmd_consume)
+
+    # groups
+    groups = commands.add_parser(
+        "groups",
+        help="list, describe, seek and delete consumer groups",
+        epilog=_GROUPS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group_commands = groups.add_subparsers(title="group commands", metavar="ACTION")
+    groups.set_defaults(func=lambda _args: (groups.print_help(sys.stderr), 2)[1])
+
+    glist = group_commands.add_parser("list", parents=[broker], help="list consumer groups")
+    glist.add_argument("--json", action="store_true", help="one JSON object per group")
+    glist.set_defaults(func=_cmd_groups_list)
+
+    gdescribe = group_commands.add_parser(
+        "describe", parents=[broker], help="show a group's members, assignment, committed offsets and lag"
+    )
+    gdescribe.add_argument("group")
+    gdescribe.add_argument("--json", action="store_true", help="print one JSON object")
+    gdescribe.set_defaults(func=_cmd_groups_describe)
+
+    gseek = group_commands.add_parser("seek", parents=[broker], help="move a group's committed offsets for a topic")
+    gseek.add_argument("group")
+    gseek.add_argument("topic")
+    to = gseek.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to-earliest", action="store_true", help="the oldest retained record")
+    to.add_argument("--to-latest", action="store_true", help="the log end (skip everything there now)")
+    to.add_argument("--to-offset", type=_nonnegative, metavar="N", help="offset N (clamped to each partition's log)")
+    to.add_argument(
+        "--to-time",
+        type=_parse_time_ms,
+        metavar="TIME",
+        help="the first record at or after TIME: epoch milliseconds or ISO 8601 (local time without a UTC offset)",
+    )
+    gseek.add_argument(
+        "--partitions",
+        type=_parse_partitions,
+        action="append",
+        metavar="P[,P...]",
+        help="only these partitions (comma-separated, repeatable); default: all",
+    )
+    gseek.set_defaults(func=_cmd_groups_seek)
+
+    gdelete = group_commands.add_parser("delete", parents=[broker], help="forget a group's committed offsets")
+    gdelete.add_argument("group")
+    gdelete.set_defaults(func=_cmd_groups_delete)
 
     # verify
     verify = commands.add_parser(

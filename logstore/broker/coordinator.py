@@ -92,7 +92,7 @@ from logstore.errors import (
     OffsetOutOfRange,
     PermissionDenied,
 )
-from logstore.storage.batch import HEADER, HEADER_SIZE
+from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
 from logstore.storage.records import record_key, record_spans
 
 _LOGGER = logging.getLogger(__name__)
@@ -187,6 +187,8 @@ class Delivery:
     records: tuple[bytes | memoryview, ...]
     """Chunks of framed records (``repeated Record`` encoding), in order."""
     count: int
+    append_time_ms: int = 0
+    """The append time of a topic stamped with log-append time (every record's timestamp), else 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +444,8 @@ class Session:
         ):
             return None
         if self._assignment_dirty:
+            for part in self._owned:  # where each partition it now owns stands
+                self._committed.setdefault(part.tp, part.committed)
             member = next((m for m in group.membership.members if m.member_id == self.member_id), None)
             if member is not None and member.state is MemberState.JOINING:
                 group.membership = group.membership.acknowledge(self.member_id, group.membership.generation, now)
@@ -508,12 +512,13 @@ class Session:
             offsets = sorted(part.retry)[:credit]
             framed = _read_framed(part.partition, offsets)
             got = used = 0
-            for attempt, run in _runs_by_attempt([(o, part.retry[o]) for o in offsets if o in framed]):
-                chunks = [framed[o] for o in run]
+            pairs = [(o, (part.retry[o], framed[o][1])) for o in offsets if o in framed]
+            for (attempt, append_time), run in _runs_by_attempt(pairs):
+                chunks = [framed[o][0] for o in run]
                 for o in run:
                     del part.retry[o]
                 part.redelivering += len(run)
-                out.append(self._lease_locked(part, run, attempt + 1, now, chunks, None))
+                out.append(self._lease_locked(part, run, attempt + 1, now, chunks, None, append_time))
                 got += len(run)
                 used += sum(len(c) for c in chunks)
             for o in offsets:  # records that vanished (retention) are skipped
@@ -531,11 +536,19 @@ class Session:
         batches = log.read(offset, min(budget, max(1 << 16, credit << 7)))
         chunks: list[bytes | memoryview] = []
         taken = used = 0
+        run_start, run_time = offset, 0
         for batch in batches:
-            base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+            base, length, _m, _c, attrs, count, _first, max_ts = HEADER.unpack_from(batch, 0)[:8]
             skip = offset + taken - base
             if skip >= count:
                 continue
+            append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
+            if append_time != run_time and chunks:
+                # Records stamped with another append time start another delivery.
+                end = offset + taken
+                out.append(self._lease_locked(part, range(run_start, end), 1, now, chunks, None, run_time))
+                chunks, run_start = [], end
+            run_time = append_time
             want = min(count - skip, credit - taken)
             view = memoryview(batch)
             if skip == 0 and want == count:
@@ -551,7 +564,8 @@ class Session:
         if not taken:
             return 0, 0
         part.next_offset = offset + taken
-        out.append(self._lease_locked(part, range(offset, offset + taken), 1, now, chunks, None))
+        if chunks:
+            out.append(self._lease_locked(part, range(run_start, offset + taken), 1, now, chunks, None, run_time))
         return taken, used
 
     def _fill_keyed_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
@@ -568,9 +582,11 @@ class Session:
                 if base + count <= offset:
                     continue
                 spans = record_spans(batch, HEADER_SIZE, length)
+                attrs, max_ts = HEADER.unpack_from(batch, 0)[4], HEADER.unpack_from(batch, 0)[7]
+                append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
                 for i in range(max(0, offset - base), count):
                     lo, hi = spans[i], spans[i + 1]
-                    keys.add(Waiting(base + i, record_key(batch, lo, hi), bytes(batch[lo:hi])))
+                    keys.add(Waiting(base + i, record_key(batch, lo, hi), bytes(batch[lo:hi]), 0, append_time))
                 offset = base + count
             part.next_offset = offset
         entries = keys.take(credit)
@@ -580,7 +596,7 @@ class Session:
         got = 0
         run: list[Waiting] = []
         for entry in entries:
-            if run and entry.attempts != run[0].attempts:
+            if run and (entry.attempts, entry.append_time) != (run[0].attempts, run[0].append_time):
                 out.append(self._keyed_lease_locked(part, run, now))
                 run = []
             run.append(entry)
@@ -597,7 +613,9 @@ class Session:
             assert part.keys is not None
             for entry in run:  # nothing stays out: the key is free again at once
                 part.keys.release(KeyScheduler.slot(entry))
-        return self._lease_locked(part, [e.offset for e in run], attempt, now, [e.raw for e in run], run)
+        return self._lease_locked(
+            part, [e.offset for e in run], attempt, now, [e.raw for e in run], run, run[0].append_time
+        )
 
     def _lease_locked(
         self,
@@ -607,6 +625,7 @@ class Session:
         now: int,
         chunks: list,
         entries: list[Waiting] | None,
+        append_time: int = 0,
     ) -> Delivery:
         first = self._next_id
         deadline = now + self.options.ack_deadline_ms
@@ -629,6 +648,7 @@ class Session:
             deadline,
             tuple(chunks),
             count,
+            append_time,
         )
 
     def _finish_at_most_once_locked(self, d: Delivery) -> None:
@@ -864,9 +884,9 @@ def _offset_runs(offsets: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _runs_by_attempt(items: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
-    """Group (offset, attempts) pairs, in order, into runs of equal attempts."""
-    out: list[tuple[int, list[int]]] = []
+def _runs_by_attempt(items: list[tuple[int, tuple[int, int]]]) -> list[tuple[tuple[int, int], list[int]]]:
+    """Group (offset, (attempts, append time)) pairs, in order, into runs of equal values."""
+    out: list[tuple[tuple[int, int], list[int]]] = []
     for offset, attempts in items:
         if out and out[-1][0] == attempts:
             out[-1][1].append(offset)
@@ -875,9 +895,10 @@ def _runs_by_attempt(items: list[tuple[int, int]]) -> list[tuple[int, list[int]]
     return out
 
 
-def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, bytes]:
-    """The framed record bytes at each of ``offsets`` (sorted) still in the log."""
-    found: dict[int, bytes] = {}
+def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, tuple[bytes, int]]:
+    """The framed record bytes at each of ``offsets`` (sorted) still in the log, with the
+    batch's append time (0 unless its topic uses log-append time)."""
+    found: dict[int, tuple[bytes, int]] = {}
     log = partition.log
     for a, b in _offset_runs(offsets):
         pos = max(a, log.log_start_offset)
@@ -886,13 +907,14 @@ def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, bytes]:
             if not batches:
                 break
             for batch in batches:
-                base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+                base, length, _m, _c, attrs, count, _first, max_ts = HEADER.unpack_from(batch, 0)[:8]
                 if base + count <= pos:
                     continue
+                append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
                 spans = record_spans(batch, HEADER_SIZE, length)
                 for o in range(max(pos, base), min(b, base + count)):
                     i = o - base
-                    found[o] = bytes(batch[spans[i] : spans[i + 1]])
+                    found[o] = (bytes(batch[spans[i] : spans[i + 1]]), append_time)
                 pos = min(b, base + count)
                 if pos >= b:
                     break

@@ -45,6 +45,8 @@ class Waiting:
     """The framed record (tag, length, Record message), ready to splice into a reply."""
     attempts: int = 0
     """Deliveries made so far (0: never delivered)."""
+    append_time: int = 0
+    """The batch's append time if its topic uses log-append time, else 0."""
 
 
 class KeyScheduler:

@@ -1,13 +1,19 @@
-"""The logstore client library: ``Producer``, ``Reader`` and ``Admin``.
+"""The logstore client library: ``Producer``, ``Reader``, ``Consumer`` and ``Admin``.
 
 Everything here talks to a broker over gRPC with the stubs generated from
 ``proto/logstore/v1``; errors are the classes of ``logstore.errors``.
 """
 
 from logstore.client.admin import Admin
+from logstore.client.consumer import Consumer, ConsumerMessage, DeliveryBatch
 from logstore.client.messages import (
+    GroupDescription,
+    GroupMember,
+    GroupPartition,
+    GroupSummary,
     Message,
     MessageBatch,
+    OffsetCommit,
     PartitionInfo,
     PartitionOffsets,
     RecordMetadata,
@@ -22,9 +28,17 @@ __all__ = [
     "Admin",
     "Producer",
     "Reader",
+    "Consumer",
     "fetch",
     "Message",
     "MessageBatch",
+    "ConsumerMessage",
+    "DeliveryBatch",
+    "OffsetCommit",
+    "GroupSummary",
+    "GroupMember",
+    "GroupPartition",
+    "GroupDescription",
     "PartitionInfo",
     "PartitionOffsets",
     "RecordMetadata",

@@ -1,7 +1,10 @@
-"""Managing topics: create, describe, list, grow and delete them, and look up offsets.
+"""Managing topics and consumer groups: create, describe, list, grow and delete
+topics, look up offsets, and list, describe, seek, delete groups and commit
+or fetch their offsets.
 
 ``Admin`` maps one method to one RPC of ``admin.proto`` (plus ``list_offsets``
-for ``Log.ListOffsets``) and returns the value objects of
+for ``Log.ListOffsets`` and the group methods for the unary RPCs of
+``groups.proto``) and returns the value objects of
 ``logstore.client.messages``.  Failures raise the ``logstore.errors`` class of
 the broker's status code (``NotFound``, ``AlreadyExists``, ...).
 
@@ -13,14 +16,25 @@ seconds, 30 by default).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import grpc
 
 from logstore.client._channel import call_unary, open_channel
-from logstore.client.messages import PartitionInfo, PartitionOffsets, TopicConfig, TopicDescription, TopicInfo
+from logstore.client.messages import (
+    GroupDescription,
+    GroupMember,
+    GroupPartition,
+    GroupSummary,
+    OffsetCommit,
+    PartitionInfo,
+    PartitionOffsets,
+    TopicConfig,
+    TopicDescription,
+    TopicInfo,
+)
 from logstore.errors import InvalidArgument
-from logstore._proto.logstore.v1 import admin_pb2, admin_pb2_grpc, log_pb2, log_pb2_grpc
+from logstore._proto.logstore.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, log_pb2, log_pb2_grpc
 
 __all__ = ["Admin", "DURABILITIES", "to_epoch_ms"]
 
@@ -56,6 +70,37 @@ def _topic_from_pb(topic: admin_pb2.Topic) -> TopicInfo:
     return TopicInfo(topic.name, topic.partition_count, _config_from_pb(topic.config))
 
 
+_DELIVERY_MODE_NAMES = {
+    groups_pb2.DELIVERY_MODE_PARTITION_ORDERED: "partition_ordered",
+    groups_pb2.DELIVERY_MODE_KEY_ORDERED: "key_ordered",
+}
+_GUARANTEE_NAMES = {
+    groups_pb2.DELIVERY_GUARANTEE_AT_LEAST_ONCE: "at_least_once",
+    groups_pb2.DELIVERY_GUARANTEE_AT_MOST_ONCE: "at_most_once",
+}
+
+
+def _offset_commit_from_pb(o: groups_pb2.OffsetCommit) -> OffsetCommit:
+    return OffsetCommit(o.topic, o.partition, o.offset, o.metadata, o.commit_time_ms or None)
+
+
+def _offset_commit_to_pb(item: object) -> groups_pb2.OffsetCommit:
+    """An ``OffsetCommit`` or a ``(topic, partition, offset[, metadata])`` tuple as protobuf."""
+    if isinstance(item, OffsetCommit):
+        topic, partition, offset, metadata = item.topic, item.partition, item.offset, item.metadata
+    elif isinstance(item, tuple) and len(item) in (3, 4):
+        topic, partition, offset = item[0], item[1], item[2]
+        metadata = item[3] if len(item) == 4 else ""
+    else:
+        raise InvalidArgument(
+            f"an offset to commit is an OffsetCommit or a (topic, partition, offset[, metadata]) tuple, got {item!r}"
+        )
+    for name, value in (("partition", partition), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgument(f"the {name} of a committed offset must be an int, got {value!r} in {item!r}")
+    return groups_pb2.OffsetCommit(topic=topic, partition=partition, offset=offset, metadata=metadata)
+
+
 def _durability(value: str | int | None) -> int:
     if value is None:
         return admin_pb2.DURABILITY_UNSPECIFIED
@@ -81,6 +126,7 @@ class Admin:
         self._channel, self.target = _channel if _channel is not None else open_channel(broker)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._log = log_pb2_grpc.LogStub(self._channel)
+        self._groups = groups_pb2_grpc.GroupsStub(self._channel)
         self.timeout = timeout
 
     # -- topics -------------------------------------------------------------------
@@ -195,6 +241,146 @@ class Admin:
             )
             for p in response.partitions
         }
+
+    # -- consumer groups ----------------------------------------------------------
+
+    def list_groups(self) -> list[GroupSummary]:
+        """Every group the broker knows (with committed offsets or live members),
+        in ascending order of name (all pages)."""
+        groups: list[GroupSummary] = []
+        token = ""
+        while True:
+            request = groups_pb2.ListGroupsRequest(page_token=token)
+            response = call_unary(self._groups.ListGroups, request, self.target, self.timeout)
+            groups.extend(GroupSummary(g.name, g.member_count, tuple(g.topics)) for g in response.groups)
+            token = response.next_page_token
+            if not token:
+                return groups
+
+    def describe_group(self, group: str) -> GroupDescription:
+        """A group's members, their assignments, and per partition the committed
+        offset, log end, lag, owner and records in flight."""
+        response = call_unary(
+            self._groups.DescribeGroup, groups_pb2.DescribeGroupRequest(group=group), self.target, self.timeout
+        )
+        members = tuple(
+            GroupMember(
+                m.member_id,
+                m.client_id,
+                m.peer,
+                tuple((tp.topic, tp.partition) for tp in m.assignment),
+                m.in_flight_records,
+                m.joined_ms,
+                m.last_seen_ms,
+            )
+            for m in response.members
+        )
+        partitions = tuple(
+            GroupPartition(
+                p.topic,
+                p.partition,
+                p.committed_offset if p.committed_offset >= 0 else None,
+                p.log_end_offset,
+                p.lag,
+                p.member_id or None,
+                p.in_flight_records,
+            )
+            for p in response.partitions
+        )
+        return GroupDescription(
+            response.group,
+            response.generation,
+            _DELIVERY_MODE_NAMES.get(response.delivery_mode, "unspecified"),
+            _GUARANTEE_NAMES.get(response.delivery_guarantee, "unspecified"),
+            members,
+            partitions,
+        )
+
+    def seek_group(
+        self,
+        group: str,
+        topic: str,
+        *,
+        earliest: bool = False,
+        latest: bool = False,
+        offset: int | None = None,
+        timestamp_ms: int | datetime | None = None,
+        partitions: int | Iterable[int] | None = None,
+    ) -> dict[int, OffsetCommit]:
+        """Move a group's committed offsets for ``topic`` (every partition, or
+        ``partitions``) in one atomic write, to exactly one of: the earliest or
+        latest offset, ``offset`` (clamped to each partition's log), or the
+        first record at or after ``timestamp_ms`` (epoch ms or a ``datetime``).
+        Works while members consume: their records in flight there are
+        withdrawn.  Returns the offsets now stored, by partition."""
+        chosen = [name for name, on in (
+            ("earliest", earliest),
+            ("latest", latest),
+            ("offset", offset is not None),
+            ("timestamp_ms", timestamp_ms is not None),
+        ) if on]
+        if len(chosen) != 1:
+            raise InvalidArgument(
+                "seek_group needs exactly one target: earliest=True, latest=True, offset=N or timestamp_ms=T"
+                + (f"; got {', '.join(chosen)}" if chosen else "")
+            )
+        if earliest:
+            target = groups_pb2.SeekTarget(offset_position=groups_pb2.OFFSET_POSITION_EARLIEST)
+        elif latest:
+            target = groups_pb2.SeekTarget(offset_position=groups_pb2.OFFSET_POSITION_LATEST)
+        elif offset is not None:
+            if isinstance(offset, bool) or not isinstance(offset, int):
+                raise InvalidArgument(f"offset must be an int, got {offset!r}")
+            target = groups_pb2.SeekTarget(offset=offset)
+        else:
+            ms = to_epoch_ms(timestamp_ms) if isinstance(timestamp_ms, datetime) else timestamp_ms
+            if isinstance(ms, bool) or not isinstance(ms, int):
+                raise InvalidArgument(f"timestamp_ms must be epoch milliseconds or a datetime, got {timestamp_ms!r}")
+            target = groups_pb2.SeekTarget(timestamp_ms=ms)
+        if partitions is None:
+            wanted: list[int] = []
+        elif isinstance(partitions, int):
+            wanted = [partitions]
+        else:
+            wanted = list(partitions)
+        request = groups_pb2.SeekGroupRequest(group=group, topic=topic, partitions=wanted, target=target)
+        response = call_unary(self._groups.SeekGroup, request, self.target, self.timeout)
+        return {o.partition: _offset_commit_from_pb(o) for o in response.offsets}
+
+    def delete_group(self, group: str) -> None:
+        """Forget a group's committed offsets; refused while members consume."""
+        call_unary(self._groups.DeleteGroup, groups_pb2.DeleteGroupRequest(group=group), self.target, self.timeout)
+
+    def commit_offsets(
+        self,
+        group: str,
+        offsets: Mapping[tuple[str, int], int] | Iterable[OffsetCommit | tuple],
+    ) -> None:
+        """Store committed offsets for a group that reads with ``Reader``/Fetch and
+        commits itself, as one durable, atomic write.  ``offsets`` maps
+        ``(topic, partition)`` to an offset, or lists ``OffsetCommit`` objects
+        or ``(topic, partition, offset[, metadata])`` tuples.  Refused
+        (``FailedPrecondition``) while members consume the group on streams."""
+        if isinstance(offsets, Mapping):
+            items = []
+            for tp, offset in offsets.items():
+                if not (isinstance(tp, tuple) and len(tp) == 2):
+                    raise InvalidArgument(f"the keys of an offsets mapping are (topic, partition) pairs, got {tp!r}")
+                items.append(_offset_commit_to_pb((tp[0], tp[1], offset)))
+        else:
+            items = [_offset_commit_to_pb(item) for item in offsets]
+        request = groups_pb2.CommitOffsetsRequest(group=group, offsets=items)
+        call_unary(self._groups.CommitOffsets, request, self.target, self.timeout)
+
+    def fetch_committed_offsets(
+        self, group: str, topics: str | Iterable[str] | None = None
+    ) -> dict[tuple[str, int], OffsetCommit]:
+        """A group's committed offsets (of every topic, or of ``topics``) by
+        ``(topic, partition)``, sorted; empty if it never committed."""
+        wanted = [] if topics is None else [topics] if isinstance(topics, str) else list(topics)
+        request = groups_pb2.FetchCommittedOffsetsRequest(group=group, topics=wanted)
+        response = call_unary(self._groups.FetchCommittedOffsets, request, self.target, self.timeout)
+        return {(o.topic, o.partition): _offset_commit_from_pb(o) for o in response.offsets}
 
     # -- lifecycle ----------------------------------------------------------------
 

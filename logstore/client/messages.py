@@ -1,5 +1,6 @@
 """Value objects the client library hands back: produced-record metadata,
-consumed messages, topics, partitions and offsets.
+consumed messages, topics, partitions and offsets, consumer groups and their
+committed offsets.
 
 All are frozen dataclasses with slots except ``Message``, which is made once
 per consumed record and is therefore a tuple subclass that the reader builds
@@ -7,9 +8,10 @@ without running Python code (see its docstring).  None of them keeps a
 connection or refers back to the object that made it; a ``Message`` (and a
 ``MessageBatch``) made by the reader keeps the response it arrived in.
 
-What these objects do not guarantee: a ``TopicDescription`` or
-``PartitionOffsets`` is a snapshot taken when the broker answered; offsets
-move on as soon as anyone produces or retention runs.
+What these objects do not guarantee: a ``TopicDescription``,
+``PartitionOffsets``, ``GroupSummary`` or ``GroupDescription`` is a snapshot
+taken when the broker answered; offsets, lag and membership move on as soon
+as anyone produces, consumes or retention runs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ __all__ = [
     "PartitionInfo",
     "TopicDescription",
     "PartitionOffsets",
+    "OffsetCommit",
+    "GroupSummary",
+    "GroupMember",
+    "GroupPartition",
+    "GroupDescription",
 ]
 
 
@@ -335,3 +342,92 @@ class PartitionOffsets:
     timestamp_ms: int | None
     log_start_offset: int
     log_end_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetCommit:
+    """A group's committed offset for one partition: every record below
+    ``offset`` is done, ``offset`` is the next one the group reads.
+
+    ``metadata`` is text stored with the offset (at most 4096 bytes of UTF-8).
+    ``commit_time_ms`` is when the broker stored it (epoch ms); ``None`` in an
+    offset about to be committed.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    metadata: str = ""
+    commit_time_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """A group as ``Admin.list_groups`` reports it: its name, how many members
+    consume now, and the topics it consumes or has committed offsets for
+    (sorted)."""
+
+    name: str
+    member_count: int
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """One live member of a group.
+
+    ``assignment`` holds the ``(topic, partition)`` pairs it owns, sorted;
+    ``in_flight_records`` the records delivered to it and not yet acked or
+    nacked; ``joined_ms`` and ``last_seen_ms`` are epoch milliseconds by the
+    broker's clock.
+    """
+
+    member_id: str
+    client_id: str
+    peer: str
+    assignment: tuple[tuple[str, int], ...]
+    in_flight_records: int
+    joined_ms: int
+    last_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPartition:
+    """A group's progress on one partition.
+
+    ``committed_offset`` is ``None`` when the group has committed nothing for
+    it yet; ``lag`` is ``log_end_offset - committed_offset`` (from the log
+    start offset when nothing is committed).  ``member_id`` is the owner, or
+    ``None`` when no member owns the partition.
+    """
+
+    topic: str
+    partition: int
+    committed_offset: int | None
+    log_end_offset: int
+    lag: int
+    member_id: str | None
+    in_flight_records: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """A group's members, assignment and per-partition progress.
+
+    ``delivery_mode`` is ``"partition_ordered"``, ``"key_ordered"`` or
+    ``"unspecified"`` (no live members); ``delivery_guarantee`` is
+    ``"at_least_once"``, ``"at_most_once"`` or ``"unspecified"``.
+    ``generation`` counts the rebalances since the broker started.
+    """
+
+    group: str
+    generation: int
+    delivery_mode: str
+    delivery_guarantee: str
+    members: tuple[GroupMember, ...]
+    partitions: tuple[GroupPartition, ...]
+
+    @property
+    def lag(self) -> int:
+        """The records not yet done, summed over the partitions."""
+        return sum(p.lag for p in self.partitions)

@@ -131,6 +131,8 @@ def _delivery_parts(out: list, d: Delivery) -> None:
     ]
     if d.tp.partition:
         head.append(_varint_field(0x18, d.tp.partition))  # partition = 3
+    if d.append_time_ms:
+        head.append(_varint_field(0x48, d.append_time_ms))  # log_append_time_ms = 9
     if d.offsets is not None:
         head.append(_len_field(0x32, b"".join(encode_varint(o) for o in d.offsets)))  # offsets = 6, packed
     head_bytes = b"".join(head)

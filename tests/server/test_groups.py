@@ -517,3 +517,41 @@ def test_deleted_topic_ends_the_stream_and_a_new_topic_of_that_name_is_read_from
     again.wait_for(lambda m: len(m.received) >= 5, what="the new topic's records")
     assert [x.offset for x in again.snapshot()] == [0, 1, 2, 3, 4]
     again.leave()
+
+
+def test_log_append_time_batches_carry_their_append_time(server: RunningServer, channel: grpc.Channel) -> None:
+    """Records of a batch stamped with log-append time come in their own delivery with log_append_time_ms."""
+    from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, build_batch
+    from logstore.storage.records import Record
+
+    Admin(server.address).create_topic("stamped", 1)
+    partition = server.broker.partition("stamped", 0)
+    partition.log.append(build_batch([Record(b"k", b"a", (), 111), Record(b"k", b"b", (), 112)]))
+    partition.log.append(build_batch([Record(b"k", b"c", (), 5000)], attributes=ATTR_TIMESTAMP_LOG_APPEND))
+    partition.notify_appended()
+    m = RawMember(channel, "g", ["stamped"])
+    m.wait_for(lambda m: len(m.received) >= 3)
+    deliveries = [d for r in m.responses for d in r.deliveries]
+    assert [(len(d.records), d.log_append_time_ms) for d in deliveries] == [(2, 0), (1, 5000)]
+    assert [d.base_offset for d in deliveries] == [0, 2]
+    # A redelivery keeps it too.
+    m.nack(m.snapshot()[2].delivery_id)
+    m.wait_for(lambda m: len(m.received) >= 4)
+    again = [d for r in m.responses for d in r.deliveries][-1]
+    assert (again.attempt, again.log_append_time_ms, list(again.offsets)) == (2, 5000, [2])
+    m.leave()
+
+
+def test_python_consumer_reports_the_append_time_of_log_append_time_batches(server: RunningServer) -> None:
+    """The Python Consumer gives records of a log-append-time batch the batch's append time."""
+    from logstore.client import Consumer
+    from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, build_batch
+    from logstore.storage.records import Record
+
+    Admin(server.address).create_topic("stamped", 1)
+    partition = server.broker.partition("stamped", 0)
+    partition.log.append(build_batch([Record(b"k", b"a", (), 111)]))
+    partition.log.append(build_batch([Record(b"k", b"c", (), 5000), Record(b"k", b"d", (), 4000)], attributes=ATTR_TIMESTAMP_LOG_APPEND))
+    with Consumer(server.address, group="g", topics=["stamped"], start="earliest") as consumer:
+        stamps = [consumer.poll(10).timestamp_ms for _ in range(3)]
+    assert stamps == [111, 5000, 5000]

@@ -26,19 +26,19 @@ from logstore._proto.logstore.v1 import log_pb2 as logstore_dot_v1_dot_log__pb2
 from logstore._proto.logstore.v1 import records_pb2 as logstore_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18logstore/v1/groups.proto\x12\x0blogstore.v1\x1a\x15logstore/v1/log.proto\x1a\x19logstore/v1/records.proto\"k\n\rStartPosition\x12\x36\n\x0foffset_position\x18\x01 \x01(\x0e\x32\x1b.logstore.v1.OffsetPositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x02 \x01(\x03H\x00\x42\n\n\x08position\"\xae\x02\n\x04Join\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x1d\n\x15max_in_flight_records\x18\x03 \x01(\x05\x12\x17\n\x0f\x61\x63k_deadline_ms\x18\x04 \x01(\x05\x12\x30\n\rdelivery_mode\x18\x05 \x01(\x0e\x32\x19.logstore.v1.DeliveryMode\x12\x32\n\x0estart_position\x18\x06 \x01(\x0b\x32\x1a.logstore.v1.StartPosition\x12\x1a\n\x12session_timeout_ms\x18\x07 \x01(\x05\x12:\n\x12\x64\x65livery_guarantee\x18\x08 \x01(\x0e\x32\x1e.logstore.v1.DeliveryGuarantee\x12\x11\n\tclient_id\x18\t \x01(\t\"3\n\x0f\x44\x65liveryIdRange\x12\x10\n\x08\x66irst_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65nd_id\x18\x02 \x01(\x04\"H\n\x0b\x44\x65liveryIds\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12,\n\x06ranges\x18\x02 \x03(\x0b\x32\x1c.logstore.v1.DeliveryIdRange\"=\n\x04Nack\x12%\n\x03ids\x18\x01 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x0e\x45xtendDeadline\x12%\n\x03ids\x18\x01 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x14\n\x0c\x65xtension_ms\x18\x02 \x01(\x05\"\xbe\x01\n\x0e\x43onsumeRequest\x12\x1f\n\x04join\x18\x01 \x01(\x0b\x32\x11.logstore.v1.Join\x12%\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x11.logstore.v1.Nack\x12\x34\n\x0f\x65xtend_deadline\x18\x04 \x01(\x0b\x32\x1b.logstore.v1.ExtendDeadline\x12\r\n\x05leave\x18\x05 \x01(\x08\"2\n\x0eTopicPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\xb9\x01\n\x08\x44\x65livery\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.logstore.v1.Record\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x19\n\x11\x66irst_delivery_id\x18\x04 \x01(\x04\x12\x13\n\x0b\x62\x61se_offset\x18\x05 \x01(\x03\x12\x0f\n\x07offsets\x18\x06 \x03(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x03\"E\n\x11\x43ommittedPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\x95\x02\n\x0f\x43onsumeResponse\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12/\n\nassignment\x18\x03 \x03(\x0b\x32\x1b.logstore.v1.TopicPartition\x12)\n\ndeliveries\x18\x04 \x03(\x0b\x32\x15.logstore.v1.Delivery\x12\'\n\x05stale\x18\x05 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x31\n\tcommitted\x18\x06 \x03(\x0b\x32\x1e.logstore.v1.CommittedPosition\x12#\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x13.logstore.v1.Status\"j\n\x0cOffsetCommit\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\x12\x16\n\x0e\x63ommit_time_ms\x18\x05 \x01(\x03\"Q\n\x14\x43ommitOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12*\n\x07offsets\x18\x02 \x03(\x0b\x32\x19.logstore.v1.OffsetCommit\"\x17\n\x15\x43ommitOffsetsResponse\"=\n\x1c\x46\x65tchCommittedOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\"K\n\x1d\x46\x65tchCommittedOffsetsResponse\x12*\n\x07offsets\x18\x01 \x03(\x0b\x32\x19.logstore.v1.OffsetCommit\":\n\x11ListGroupsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"B\n\x0cGroupSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmember_count\x18\x02 \x01(\x05\x12\x0e\n\x06topics\x18\x03 \x03(\t\"X\n\x12ListGroupsResponse\x12)\n\x06groups\x18\x01 \x03(\x0b\x32\x19.logstore.v1.GroupSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x14\x44\x65scribeGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\xb6\x01\n\x0bGroupMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12/\n\nassignment\x18\x04 \x03(\x0b\x32\x1b.logstore.v1.TopicPartition\x12\x19\n\x11in_flight_records\x18\x05 \x01(\x05\x12\x11\n\tjoined_ms\x18\x06 \x01(\x03\x12\x14\n\x0clast_seen_ms\x18\x07 \x01(\x03\"\x9f\x01\n\x0eGroupPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x11\n\tmember_id\x18\x06 \x01(\t\x12\x19\n\x11in_flight_records\x18\x07 \x01(\x05\"\x84\x02\n\x15\x44\x65scribeGroupResponse\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x30\n\rdelivery_mode\x18\x03 \x01(\x0e\x32\x19.logstore.v1.DeliveryMode\x12:\n\x12\x64\x65livery_guarantee\x18\x04 \x01(\x0e\x32\x1e.logstore.v1.DeliveryGuarantee\x12)\n\x07members\x18\x05 \x03(\x0b\x32\x18.logstore.v1.GroupMember\x12/\n\npartitions\x18\x06 \x03(\x0b\x32\x1b.logstore.v1.GroupPartition\"x\n\nSeekTarget\x12\x36\n\x0foffset_position\x18\x01 \x01(\x0e\x32\x1b.logstore.v1.OffsetPositionH\x00\x12\x10\n\x06offset\x18\x02 \x01(\x03H\x00\x12\x16\n\x0ctimestamp_ms\x18\x03 \x01(\x03H\x00\x42\x08\n\x06target\"m\n\x10SeekGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12\'\n\x06target\x18\x04 \x01(\x0b\x32\x17.logstore.v1.SeekTarget\"?\n\x11SeekGroupResponse\x12*\n\x07offsets\x18\x01 \x03(\x0b\x32\x19.logstore.v1.OffsetCommit\"#\n\x12\x44\x65leteGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGroupResponse*q\n\x0c\x44\x65liveryMode\x12\x1d\n\x19\x44\x45LIVERY_MODE_UNSPECIFIED\x10\x00\x12#\n\x1f\x44\x45LIVERY_MODE_PARTITION_ORDERED\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_MODE_KEY_ORDERED\x10\x02*\x82\x01\n\x11\x44\x65liveryGuarantee\x12\"\n\x1e\x44\x45LIVERY_GUARANTEE_UNSPECIFIED\x10\x00\x12$\n DELIVERY_GUARANTEE_AT_LEAST_ONCE\x10\x01\x12#\n\x1f\x44\x45LIVERY_GUARANTEE_AT_MOST_ONCE\x10\x02*k\n\x0eOffsetPosition\x12\x1f\n\x1bOFFSET_POSITION_UNSPECIFIED\x10\x00\x12\x1c\n\x18OFFSET_POSITION_EARLIEST\x10\x01\x12\x1a\n\x16OFFSET_POSITION_LATEST\x10\x02\x32\xdf\x04\n\x06Groups\x12H\n\x07\x43onsume\x12\x1b.logstore.v1.ConsumeRequest\x1a\x1c.logstore.v1.ConsumeResponse(\x01\x30\x01\x12V\n\rCommitOffsets\x12!.logstore.v1.CommitOffsetsRequest\x1a\".logstore.v1.CommitOffsetsResponse\x12n\n\x15\x46\x65tchCommittedOffsets\x12).logstore.v1.FetchCommittedOffsetsRequest\x1a*.logstore.v1.FetchCommittedOffsetsResponse\x12M\n\nListGroups\x12\x1e.logstore.v1.ListGroupsRequest\x1a\x1f.logstore.v1.ListGroupsResponse\x12V\n\rDescribeGroup\x12!.logstore.v1.DescribeGroupRequest\x1a\".logstore.v1.DescribeGroupResponse\x12J\n\tSeekGroup\x12\x1d.logstore.v1.SeekGroupRequest\x1a\x1e.logstore.v1.SeekGroupResponse\x12P\n\x0b\x44\x65leteGroup\x12\x1f.logstore.v1.DeleteGroupRequest\x1a .logstore.v1.DeleteGroupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18logstore/v1/groups.proto\x12\x0blogstore.v1\x1a\x15logstore/v1/log.proto\x1a\x19logstore/v1/records.proto\"k\n\rStartPosition\x12\x36\n\x0foffset_position\x18\x01 \x01(\x0e\x32\x1b.logstore.v1.OffsetPositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x02 \x01(\x03H\x00\x42\n\n\x08position\"\xae\x02\n\x04Join\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x1d\n\x15max_in_flight_records\x18\x03 \x01(\x05\x12\x17\n\x0f\x61\x63k_deadline_ms\x18\x04 \x01(\x05\x12\x30\n\rdelivery_mode\x18\x05 \x01(\x0e\x32\x19.logstore.v1.DeliveryMode\x12\x32\n\x0estart_position\x18\x06 \x01(\x0b\x32\x1a.logstore.v1.StartPosition\x12\x1a\n\x12session_timeout_ms\x18\x07 \x01(\x05\x12:\n\x12\x64\x65livery_guarantee\x18\x08 \x01(\x0e\x32\x1e.logstore.v1.DeliveryGuarantee\x12\x11\n\tclient_id\x18\t \x01(\t\"3\n\x0f\x44\x65liveryIdRange\x12\x10\n\x08\x66irst_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65nd_id\x18\x02 \x01(\x04\"H\n\x0b\x44\x65liveryIds\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12,\n\x06ranges\x18\x02 \x03(\x0b\x32\x1c.logstore.v1.DeliveryIdRange\"=\n\x04Nack\x12%\n\x03ids\x18\x01 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x0e\x45xtendDeadline\x12%\n\x03ids\x18\x01 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x14\n\x0c\x65xtension_ms\x18\x02 \x01(\x05\"\xbe\x01\n\x0e\x43onsumeRequest\x12\x1f\n\x04join\x18\x01 \x01(\x0b\x32\x11.logstore.v1.Join\x12%\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x11.logstore.v1.Nack\x12\x34\n\x0f\x65xtend_deadline\x18\x04 \x01(\x0b\x32\x1b.logstore.v1.ExtendDeadline\x12\r\n\x05leave\x18\x05 \x01(\x08\"2\n\x0eTopicPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\xd5\x01\n\x08\x44\x65livery\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.logstore.v1.Record\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x19\n\x11\x66irst_delivery_id\x18\x04 \x01(\x04\x12\x13\n\x0b\x62\x61se_offset\x18\x05 \x01(\x03\x12\x0f\n\x07offsets\x18\x06 \x03(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x03\x12\x1a\n\x12log_append_time_ms\x18\t \x01(\x03\"E\n\x11\x43ommittedPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\x95\x02\n\x0f\x43onsumeResponse\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12/\n\nassignment\x18\x03 \x03(\x0b\x32\x1b.logstore.v1.TopicPartition\x12)\n\ndeliveries\x18\x04 \x03(\x0b\x32\x15.logstore.v1.Delivery\x12\'\n\x05stale\x18\x05 \x01(\x0b\x32\x18.logstore.v1.DeliveryIds\x12\x31\n\tcommitted\x18\x06 \x03(\x0b\x32\x1e.logstore.v1.CommittedPosition\x12#\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x13.logstore.v1.Status\"j\n\x0cOffsetCommit\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\x12\x16\n\x0e\x63ommit_time_ms\x18\x05 \x01(\x03\"Q\n\x14\x43ommitOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12*\n\x07offsets\x18\x02 \x03(\x0b\x32\x19.logstore.v1.OffsetCommit\"\x17\n\x15\x43ommitOffsetsResponse\"=\n\x1c\x46\x65tchCommittedOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\"K\n\x1d\x46\x65tchCommittedOffsetsResponse\x12*\n\x07offsets\x18\x01 \x03(\x0b\x32\x19.logstore.v1.OffsetCommit\":\n\x11ListGroupsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"B\n\x0cGroupSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmember_count\x18\x02 \x01(\x05\x12\x0e\n\x06topics\x18\x03 \x03(\t\"X\n\x12ListGroupsResponse\x12)\n\x06groups\x18\x01 \x03(\x0b\x32\x19.logstore.v1.GroupSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x14\x44\x65scribeGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\xb6\x01\n\x0bGroupMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12/\n\nassignment\x18\x04 \x03(\x0b\x32\x1b.logstore.v1.TopicPartition\x12\x19\n\x11in_flight_records\x18\x05 \x01(\x05\x12\x11\n\tjoined_ms\x18\x06 \x01(\x03\x12\x14\n\x0clast_seen_ms\x18\x07 \x01(\x03\"\x9f\x01\n\x0eGroupPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x11\n\tmember_id\x18\x06 \x01(\t\x12\x19\n\x11in_flight_records\x18\x07 \x01(\x05\"\x84\x02\n\x15\x44\x65scribeGroupResponse\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x30\n\rdelivery_mode\x18\x03 \x01(\x0e\x32\x19.logstore.v1.DeliveryMode\x12:\n\x12\x64\x65livery_guarantee\x18\x04 \x01(\x0e\x32\x1e.logstore.v1.DeliveryGuarantee\x12)\n\x07members\x18\x05 \x03(\x0b\x32\x18.logstore.v1.GroupMember\x12/\n\npartitions\x18\x06 \x03(\x0b\x32\x1b.logstore.v1.GroupPartition\"x\n\nSeekTarget\x12\x36\n\x0foffset_position\x18\x01 \x01(\x0e\x32\x1b.logstore.v1.OffsetPositionH\x00\x12\x10\n\x06offset\x18\x02 \x01(\x03H\x00\x12\x16\n\x0ctimestamp_ms\x18\x03 \x01(\x03H\x00\x42\x08\n\x06target\"m\n\x10SeekGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12\'\n\x06target\x18\x04 \x01(\x0b\x32\x17.logstore.v1.SeekTarget\"?\n\x11SeekGroupResponse\x12*\n\x07offsets\x18\x01 \x03(\x0b\x32\x19.logstore.v1.OffsetCommit\"#\n\x12\x44\x65leteGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGroupResponse*q\n\x0c\x44\x65liveryMode\x12\x1d\n\x19\x44\x45LIVERY_MODE_UNSPECIFIED\x10\x00\x12#\n\x1f\x44\x45LIVERY_MODE_PARTITION_ORDERED\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_MODE_KEY_ORDERED\x10\x02*\x82\x01\n\x11\x44\x65liveryGuarantee\x12\"\n\x1e\x44\x45LIVERY_GUARANTEE_UNSPECIFIED\x10\x00\x12$\n DELIVERY_GUARANTEE_AT_LEAST_ONCE\x10\x01\x12#\n\x1f\x44\x45LIVERY_GUARANTEE_AT_MOST_ONCE\x10\x02*k\n\x0eOffsetPosition\x12\x1f\n\x1bOFFSET_POSITION_UNSPECIFIED\x10\x00\x12\x1c\n\x18OFFSET_POSITION_EARLIEST\x10\x01\x12\x1a\n\x16OFFSET_POSITION_LATEST\x10\x02\x32\xdf\x04\n\x06Groups\x12H\n\x07\x43onsume\x12\x1b.logstore.v1.ConsumeRequest\x1a\x1c.logstore.v1.ConsumeResponse(\x01\x30\x01\x12V\n\rCommitOffsets\x12!.logstore.v1.CommitOffsetsRequest\x1a\".logstore.v1.CommitOffsetsResponse\x12n\n\x15\x46\x65tchCommittedOffsets\x12).logstore.v1.FetchCommittedOffsetsRequest\x1a*.logstore.v1.FetchCommittedOffsetsResponse\x12M\n\nListGroups\x12\x1e.logstore.v1.ListGroupsRequest\x1a\x1f.logstore.v1.ListGroupsResponse\x12V\n\rDescribeGroup\x12!.logstore.v1.DescribeGroupRequest\x1a\".logstore.v1.DescribeGroupResponse\x12J\n\tSeekGroup\x12\x1d.logstore.v1.SeekGroupRequest\x1a\x1e.logstore.v1.SeekGroupResponse\x12P\n\x0b\x44\x65leteGroup\x12\x1f.logstore.v1.DeleteGroupRequest\x1a .logstore.v1.DeleteGroupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'logstore.v1.groups_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYMODE']._serialized_start=3139
-  _globals['_DELIVERYMODE']._serialized_end=3252
-  _globals['_DELIVERYGUARANTEE']._serialized_start=3255
-  _globals['_DELIVERYGUARANTEE']._serialized_end=3385
-  _globals['_OFFSETPOSITION']._serialized_start=3387
-  _globals['_OFFSETPOSITION']._serialized_end=3494
+  _globals['_DELIVERYMODE']._serialized_start=3167
+  _globals['_DELIVERYMODE']._serialized_end=3280
+  _globals['_DELIVERYGUARANTEE']._serialized_start=3283
+  _globals['_DELIVERYGUARANTEE']._serialized_end=3413
+  _globals['_OFFSETPOSITION']._serialized_start=3415
+  _globals['_OFFSETPOSITION']._serialized_end=3522
   _globals['_STARTPOSITION']._serialized_start=91
   _globals['_STARTPOSITION']._serialized_end=198
   _globals['_JOIN']._serialized_start=201
@@ -56,45 +56,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPICPARTITION']._serialized_start=967
   _globals['_TOPICPARTITION']._serialized_end=1017
   _globals['_DELIVERY']._serialized_start=1020
-  _globals['_DELIVERY']._serialized_end=1205
-  _globals['_COMMITTEDPOSITION']._serialized_start=1207
-  _globals['_COMMITTEDPOSITION']._serialized_end=1276
-  _globals['_CONSUMERESPONSE']._serialized_start=1279
-  _globals['_CONSUMERESPONSE']._serialized_end=1556
-  _globals['_OFFSETCOMMIT']._serialized_start=1558
-  _globals['_OFFSETCOMMIT']._serialized_end=1664
-  _globals['_COMMITOFFSETSREQUEST']._serialized_start=1666
-  _globals['_COMMITOFFSETSREQUEST']._serialized_end=1747
-  _globals['_COMMITOFFSETSRESPONSE']._serialized_start=1749
-  _globals['_COMMITOFFSETSRESPONSE']._serialized_end=1772
-  _globals['_FETCHCOMMITTEDOFFSETSREQUEST']._serialized_start=1774
-  _globals['_FETCHCOMMITTEDOFFSETSREQUEST']._serialized_end=1835
-  _globals['_FETCHCOMMITTEDOFFSETSRESPONSE']._serialized_start=1837
-  _globals['_FETCHCOMMITTEDOFFSETSRESPONSE']._serialized_end=1912
-  _globals['_LISTGROUPSREQUEST']._serialized_start=1914
-  _globals['_LISTGROUPSREQUEST']._serialized_end=1972
-  _globals['_GROUPSUMMARY']._serialized_start=1974
-  _globals['_GROUPSUMMARY']._serialized_end=2040
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=2042
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=2130
-  _globals['_DESCRIBEGROUPREQUEST']._serialized_start=2132
-  _globals['_DESCRIBEGROUPREQUEST']._serialized_end=2169
-  _globals['_GROUPMEMBER']._serialized_start=2172
-  _globals['_GROUPMEMBER']._serialized_end=2354
-  _globals['_GROUPPARTITION']._serialized_start=2357
-  _globals['_GROUPPARTITION']._serialized_end=2516
-  _globals['_DESCRIBEGROUPRESPONSE']._serialized_start=2519
-  _globals['_DESCRIBEGROUPRESPONSE']._serialized_end=2779
-  _globals['_SEEKTARGET']._serialized_start=2781
-  _globals['_SEEKTARGET']._serialized_end=2901
-  _globals['_SEEKGROUPREQUEST']._serialized_start=2903
-  _globals['_SEEKGROUPREQUEST']._serialized_end=3012
-  _globals['_SEEKGROUPRESPONSE']._serialized_start=3014
-  _globals['_SEEKGROUPRESPONSE']._serialized_end=3077
-  _globals['_DELETEGROUPREQUEST']._serialized_start=3079
-  _globals['_DELETEGROUPREQUEST']._serialized_end=3114
-  _globals['_DELETEGROUPRESPONSE']._serialized_start=3116
-  _globals['_DELETEGROUPRESPONSE']._serialized_end=3137
-  _globals['_GROUPS']._serialized_start=3497
-  _globals['_GROUPS']._serialized_end=4104
+  _globals['_DELIVERY']._serialized_end=1233
+  _globals['_COMMITTEDPOSITION']._serialized_start=1235
+  _globals['_COMMITTEDPOSITION']._serialized_end=1304
+  _globals['_CONSUMERESPONSE']._serialized_start=1307
+  _globals['_CONSUMERESPONSE']._serialized_end=1584
+  _globals['_OFFSETCOMMIT']._serialized_start=1586
+  _globals['_OFFSETCOMMIT']._serialized_end=1692
+  _globals['_COMMITOFFSETSREQUEST']._serialized_start=1694
+  _globals['_COMMITOFFSETSREQUEST']._serialized_end=1775
+  _globals['_COMMITOFFSETSRESPONSE']._serialized_start=1777
+  _globals['_COMMITOFFSETSRESPONSE']._serialized_end=1800
+  _globals['_FETCHCOMMITTEDOFFSETSREQUEST']._serialized_start=1802
+  _globals['_FETCHCOMMITTEDOFFSETSREQUEST']._serialized_end=1863
+  _globals['_FETCHCOMMITTEDOFFSETSRESPONSE']._serialized_start=1865
+  _globals['_FETCHCOMMITTEDOFFSETSRESPONSE']._serialized_end=1940
+  _globals['_LISTGROUPSREQUEST']._serialized_start=1942
+  _globals['_LISTGROUPSREQUEST']._serialized_end=2000
+  _globals['_GROUPSUMMARY']._serialized_start=2002
+  _globals['_GROUPSUMMARY']._serialized_end=2068
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=2070
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=2158
+  _globals['_DESCRIBEGROUPREQUEST']._serialized_start=2160
+  _globals['_DESCRIBEGROUPREQUEST']._serialized_end=2197
+  _globals['_GROUPMEMBER']._serialized_start=2200
+  _globals['_GROUPMEMBER']._serialized_end=2382
+  _globals['_GROUPPARTITION']._serialized_start=2385
+  _globals['_GROUPPARTITION']._serialized_end=2544
+  _globals['_DESCRIBEGROUPRESPONSE']._serialized_start=2547
+  _globals['_DESCRIBEGROUPRESPONSE']._serialized_end=2807
+  _globals['_SEEKTARGET']._serialized_start=2809
+  _globals['_SEEKTARGET']._serialized_end=2929
+  _globals['_SEEKGROUPREQUEST']._serialized_start=2931
+  _globals['_SEEKGROUPREQUEST']._serialized_end=3040
+  _globals['_SEEKGROUPRESPONSE']._serialized_start=3042
+  _globals['_SEEKGROUPRESPONSE']._serialized_end=3105
+  _globals['_DELETEGROUPREQUEST']._serialized_start=3107
+  _globals['_DELETEGROUPREQUEST']._serialized_end=3142
+  _globals['_DELETEGROUPRESPONSE']._serialized_start=3144
+  _globals['_DELETEGROUPRESPONSE']._serialized_end=3165
+  _globals['_GROUPS']._serialized_start=3525
+  _globals['_GROUPS']._serialized_end=4132
 # @@protoc_insertion_point(module_scope)

@@ -121,7 +121,7 @@ class TopicPartition(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("records", "topic", "partition", "first_delivery_id", "base_offset", "offsets", "attempt", "deadline_ms")
+    __slots__ = ("records", "topic", "partition", "first_delivery_id", "base_offset", "offsets", "attempt", "deadline_ms", "log_append_time_ms")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class Delivery(_message.Message):
     OFFSETS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    LOG_APPEND_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_records_pb2.Record]
     topic: str
     partition: int
@@ -138,7 +139,8 @@ class Delivery(_message.Message):
     offsets: _containers.RepeatedScalarFieldContainer[int]
     attempt: int
     deadline_ms: int
-    def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.Record, _Mapping]]] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., first_delivery_id: _Optional[int] = ..., base_offset: _Optional[int] = ..., offsets: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+    log_append_time_ms: int
+    def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.Record, _Mapping]]] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., first_delivery_id: _Optional[int] = ..., base_offset: _Optional[int] = ..., offsets: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., log_append_time_ms: _Optional[int] = ...) -> None: ...
 
 class CommittedPosition(_message.Message):
     __slots__ = ("topic", "partition", "offset")
