@@ -1,6 +1,8 @@
 """The Node.js example (examples/node) talks to a real broker with nothing but
 @grpc/grpc-js, @grpc/proto-loader and the .proto files, and agrees byte for byte
 with the Python stubs: what Node produces Python reads back, and vice versa.
+consume_group.js joins a consumer group on the Groups.Consume stream, prints
+every record once, and its acks become the group's committed offsets.
 
 Skipped only when there is no ``node`` on PATH.  When node_modules is missing
 or does not hold the pinned versions, ``npm ci`` installs it; a failed install
@@ -9,22 +11,33 @@ fails the tests rather than skipping them."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from logstore._proto.logstore.v1 import admin_pb2, admin_pb2_grpc, log_pb2, log_pb2_grpc, records_pb2
+from logstore._proto.logstore.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    groups_pb2,
+    groups_pb2_grpc,
+    log_pb2,
+    log_pb2_grpc,
+    records_pb2,
+)
+from logstore.client import Producer
 from logstore.server.app import RunningServer, serve
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_DIR = REPO / "examples" / "node"
 NODE_TIMEOUT = 60
 NPM_CI_TIMEOUT = 600
+WAIT_TIMEOUT = 30
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (needed for examples/node)")
 
@@ -232,3 +245,195 @@ def test_node_consumer_refuses_bytes_it_cannot_print(broker: RunningServer, chan
     assert result.returncode == 1
     assert json.loads(result.stdout.decode().splitlines()[0])["value"] == "ok"
     assert b"offset 1 is not UTF-8" in result.stderr
+
+
+# -- consume_group.js: a consumer-group member built from the stubs alone ---------
+
+
+def _wait_for(condition: Callable[[], object], what: str, timeout: float = WAIT_TIMEOUT) -> object:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _produce_spread(broker: RunningServer, topic: str, count: int, partitions: int) -> dict[tuple[int, int], dict]:
+    """Produce ``count`` keyed records round-robin over the partitions with the Python Producer; returns
+    the JSON line consume_group.js should print for each, by (partition, offset), for a first delivery."""
+    with Producer(broker.address, acks="durable") as producer:
+        futures = [
+            (i, producer.send(topic, value=f"value-{i}", key=f"key-{i}", headers={"n": str(i)}, partition=i % partitions))
+            for i in range(count)
+        ]
+        placed = [(i, future.result(timeout=WAIT_TIMEOUT)) for i, future in futures]
+    return {
+        (meta.partition, meta.offset): {
+            "topic": topic, "partition": meta.partition, "offset": meta.offset, "timestamp": meta.timestamp_ms,
+            "key": f"key-{i}", "value": f"value-{i}", "headers": [["n", str(i)]], "attempt": 1,
+        }
+        for i, meta in placed
+    }
+
+
+def _log_ends(channel: grpc.Channel, topic: str) -> dict[tuple[str, int], int]:
+    request = log_pb2.ListOffsetsRequest(topic=topic, position=log_pb2.LOG_POSITION_LATEST)
+    response = log_pb2_grpc.LogStub(channel).ListOffsets(request, timeout=10)
+    return {(topic, p.partition): p.log_end_offset for p in response.partitions}
+
+
+def _committed(channel: grpc.Channel, group: str) -> dict[tuple[str, int], int]:
+    request = groups_pb2.FetchCommittedOffsetsRequest(group=group)
+    response = groups_pb2_grpc.GroupsStub(channel).FetchCommittedOffsets(request, timeout=10)
+    return {(o.topic, o.partition): o.offset for o in response.offsets}
+
+
+def _describe_group(channel: grpc.Channel, group: str) -> groups_pb2.DescribeGroupResponse | None:
+    """The group as DescribeGroup shows it, or None while the broker does not know it."""
+    try:
+        return groups_pb2_grpc.GroupsStub(channel).DescribeGroup(groups_pb2.DescribeGroupRequest(group=group), timeout=10)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+def _group_member(broker: RunningServer, group: str, topic: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["node", str(NODE_DIR / "consume_group.js"), group, topic, *args, "--broker", broker.address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=NODE_DIR,
+    )
+
+
+def _by_position(lines: list[dict]) -> dict[tuple[int, int], dict]:
+    """Lines by (partition, offset); fails if a record was printed twice."""
+    positions = [(line["partition"], line["offset"]) for line in lines]
+    assert len(set(positions)) == len(positions), f"records printed twice: {sorted(positions)}"
+    return dict(zip(positions, lines))
+
+
+def test_node_group_member_prints_every_record_once_and_commits(broker: RunningServer, channel: grpc.Channel) -> None:
+    """consume_group.js --count N prints each of N records once (attempt 1) and its acks commit the log end."""
+    _create_topic(channel, "leads", 3)
+    expected = _produce_spread(broker, "leads", 30, 3)
+
+    result = _node(broker, "consume_group.js", "crm", "leads", "--start", "earliest", "--count", "30")
+
+    assert _by_position(_json_lines(result)) == expected
+    ends = _log_ends(channel, "leads")
+    assert ends == {("leads", 0): 10, ("leads", 1): 10, ("leads", 2): 10}
+    # The broker writes commits shortly after the acks that advance them.
+    _wait_for(lambda: _committed(channel, "crm") == ends, "the committed offsets to reach the log end")
+
+
+def test_node_group_member_acks_only_what_it_printed(broker: RunningServer, channel: grpc.Channel) -> None:
+    """A member stopped by --count mid-delivery acks only the printed records; the next member gets the rest."""
+    _create_topic(channel, "orders", 1)
+    expected = _produce_spread(broker, "orders", 20, 1)
+
+    first = _json_lines(_node(broker, "consume_group.js", "billing", "orders", "--start", "earliest", "--count", "5"))
+    _wait_for(lambda: _committed(channel, "billing") == {("orders", 0): 5}, "offset 5 to be committed")
+    second = _json_lines(_node(broker, "consume_group.js", "billing", "orders", "--count", "15"))
+
+    assert [line["offset"] for line in first] == [0, 1, 2, 3, 4]
+    assert [line["offset"] for line in second] == list(range(5, 20))
+    # Records 5.. may have been in flight to the first member: only `attempt` may differ.
+    assert [{**line, "attempt": 1} for line in first + second] == [expected[0, offset] for offset in range(20)]
+    _wait_for(lambda: _committed(channel, "billing") == {("orders", 0): 20}, "offset 20 to be committed")
+
+
+def test_two_node_members_share_a_group(broker: RunningServer, channel: grpc.Channel) -> None:
+    """Two consume_group.js members split the partitions, print every record exactly once between them, and leave on SIGINT."""
+    _create_topic(channel, "clicks", 4)
+    members = [_group_member(broker, "web", "clicks", "--client-id", f"member-{n}") for n in range(2)]
+    try:
+        def balanced() -> bool:
+            group = _describe_group(channel, "web")
+            return group is not None and len(group.members) == 2 and all(len(m.assignment) == 2 for m in group.members)
+
+        # Produce only once both have joined, so no rebalance moves records in flight.
+        _wait_for(balanced, "both members to own two partitions each")
+        expected = _produce_spread(broker, "clicks", 40, 4)
+        ends = _log_ends(channel, "clicks")
+        # A record is acked only after it is printed, so this means both printed everything they got.
+        _wait_for(lambda: _committed(channel, "web") == ends, "the committed offsets to reach the log end")
+        for member in members:
+            member.send_signal(signal.SIGINT)
+        outputs = [member.communicate(timeout=NODE_TIMEOUT) for member in members]
+    finally:
+        for member in members:
+            member.kill()
+            member.wait()
+
+    printed = [
+        _json_lines(subprocess.CompletedProcess(member.args, member.returncode, out, err))
+        for member, (out, err) in zip(members, outputs)
+    ]
+    assert _by_position(printed[0] + printed[1]) == expected
+    partitions = [{line["partition"] for line in lines} for lines in printed]
+    assert len(partitions[0]) == len(partitions[1]) == 2 and not partitions[0] & partitions[1]
+    group = _describe_group(channel, "web")
+    assert group is not None and list(group.members) == []
+
+
+def test_node_group_member_reports_a_refused_join(broker: RunningServer, channel: grpc.Channel) -> None:
+    """consume_group.js exits 1 with the broker's status when the join names an unknown topic or an absurd option."""
+    _create_topic(channel, "real", 1)
+
+    unknown = _node(broker, "consume_group.js", "g", "no-such-topic", "--count", "1")
+    absurd = _node(broker, "consume_group.js", "g", "real", "--max-in-flight", "1000000", "--count", "1")
+
+    assert (unknown.returncode, unknown.stdout) == (1, b"")
+    assert unknown.stderr.decode().startswith("consume_group.js: NOT_FOUND: ")
+    assert b"no-such-topic" in unknown.stderr
+    assert (absurd.returncode, absurd.stdout) == (1, b"")
+    assert absurd.stderr.decode().startswith("consume_group.js: INVALID_ARGUMENT: ")
+    assert b"max_in_flight_records" in absurd.stderr
+
+
+def test_node_group_member_heartbeats_keep_a_quiet_member(broker: RunningServer, channel: grpc.Channel) -> None:
+    """A consume_group.js member that gets nothing for many session timeouts stays in the group by heartbeats alone."""
+    _create_topic(channel, "quiet", 1)
+    member = _group_member(broker, "idle", "quiet", "--session-timeout-ms", "300", "--count", "3")
+    try:
+        def one_member() -> groups_pb2.DescribeGroupResponse | None:
+            group = _describe_group(channel, "idle")
+            return group if group is not None and len(group.members) == 1 else None
+
+        joined = _wait_for(one_member, "the member to join")
+        first = joined.members[0]
+
+        def heard_from_long_after_join() -> groups_pb2.GroupMember | None:
+            members = _describe_group(channel, "idle").members
+            return next((m for m in members if m.last_seen_ms - first.joined_ms >= 1500), None)
+
+        # 1.5 s is five session timeouts: without heartbeats the broker would have removed the member.
+        latest = _wait_for(heard_from_long_after_join, "a heartbeat 1.5 s after the join")
+        assert (latest.member_id, latest.joined_ms) == (first.member_id, first.joined_ms)
+        assert _describe_group(channel, "idle").generation == joined.generation
+        expected = _produce_spread(broker, "quiet", 3, 1)
+        out, err = member.communicate(timeout=NODE_TIMEOUT)
+    finally:
+        member.kill()
+        member.wait()
+    printed = _json_lines(subprocess.CompletedProcess(member.args, member.returncode, out, err))
+    assert _by_position(printed) == expected
+
+
+def test_node_group_member_stops_at_bytes_it_cannot_print(broker: RunningServer, channel: grpc.Channel) -> None:
+    """consume_group.js exits 1 at a value that is not UTF-8, having acked only the records printed before it."""
+    _create_topic(channel, "mixed", 1)
+    _produce(channel, "mixed", 0, _record(0, value=b"ok"), _record(0, value=b"\xff\xfe"), _record(0, value=b"later"))
+
+    result = _node(broker, "consume_group.js", "printer", "mixed", "--start", "earliest", "--count", "3")
+
+    assert result.returncode == 1
+    assert [json.loads(line)["value"] for line in result.stdout.decode().splitlines()] == ["ok"]
+    assert b"offset 1 is not UTF-8" in result.stderr
+    _wait_for(lambda: _committed(channel, "printer") == {("mixed", 0): 1}, "offset 1 to be committed")
+    group = _describe_group(channel, "printer")
+    assert group is not None and list(group.members) == []

@@ -20,7 +20,7 @@
 // example prints text only), 2 for a usage error.
 
 const { parseArgs } = require('node:util');
-const { brokerAddress, connect, int64, parseCount, UsageError, run, grpc } = require('./logstore');
+const { brokerAddress, connect, recordFields, parseCount, UsageError, run } = require('./logstore');
 
 const USAGE =
   'usage: node consume.js TOPIC --partition N (--from-beginning | --offset N) [--max N] [--broker HOST:PORT]';
@@ -59,29 +59,8 @@ function parseCommandLine(argv) {
   };
 }
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
-
-// Bytes as a UTF-8 string; refuses (rather than mangling) anything else.
-function text(bytes, what, offset) {
-  try {
-    return UTF8.decode(bytes);
-  } catch {
-    throw new Error(`the ${what} of the record at offset ${offset} is not UTF-8; this example prints text only`);
-  }
-}
-
 function toJsonLine(topic, partition, offset, record) {
-  // An `optional` field the record does not carry is undefined: null, not "".
-  const has = (field) => Object.prototype.hasOwnProperty.call(record, field) && record[field] != null;
-  return JSON.stringify({
-    topic,
-    partition,
-    offset: int64(offset),
-    timestamp: int64(record.timestamp_ms),
-    key: has('key') ? text(record.key, 'key', offset) : null,
-    value: has('value') ? text(record.value, 'value', offset) : null,
-    headers: record.headers.map((header) => [header.name, text(header.value, `header "${header.name}"`, offset)]),
-  });
+  return JSON.stringify(recordFields(topic, partition, offset, record));
 }
 
 function consume(log, options) {

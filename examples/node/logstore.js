@@ -1,7 +1,8 @@
 'use strict';
-// The little that produce.js and consume.js share: loading the logstore.v1
-// .proto files at run time with @grpc/proto-loader (no code generation) and
-// making Log and Admin clients for a broker address.
+// The little that produce.js, consume.js and consume_group.js share: loading
+// the logstore.v1 .proto files at run time with @grpc/proto-loader (no code
+// generation), making Log, Admin and Groups clients for a broker address, and
+// printing a record as one JSON line.
 //
 // Messages are plain objects shaped by LOADER_OPTIONS:
 // - Field names are the .proto names (`base_offset`, not `baseOffset`), so
@@ -55,16 +56,15 @@ function brokerAddress(fromArgs) {
   return fromArgs || process.env.LOGSTORE_BROKER || DEFAULT_BROKER;
 }
 
-// Log and Admin clients sharing one channel to `address`.
+// Log, Admin and Groups clients sharing one channel to `address`.
 function connect(address) {
   const v1 = loadPackage();
   const credentials = grpc.credentials.createInsecure();
   const log = new v1.Log(address, credentials, CHANNEL_OPTIONS);
-  const admin = new v1.Admin(address, credentials, {
-    ...CHANNEL_OPTIONS,
-    channelOverride: log.getChannel(),
-  });
-  return { log, admin, close: () => log.close() };
+  const shared = { ...CHANNEL_OPTIONS, channelOverride: log.getChannel() };
+  const admin = new v1.Admin(address, credentials, shared);
+  const groups = new v1.Groups(address, credentials, shared);
+  return { log, admin, groups, close: () => log.close() };
 }
 
 // Calls a unary RPC and resolves with its response (rejects with the gRPC error).
@@ -84,6 +84,34 @@ function int64(value) {
     throw new RangeError(`int64 ${big} is beyond 2^53 and cannot be printed exactly as a JSON number`);
   }
   return Number(big);
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+// Bytes as a UTF-8 string; refuses (rather than mangling) anything else.
+function text(bytes, what, offset) {
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    throw new Error(`the ${what} of the record at offset ${offset} is not UTF-8; this example prints text only`);
+  }
+}
+
+// A Record (records.proto) at `offset` of a partition as the fields of one
+// printed JSON line: {topic, partition, offset, timestamp, key, value,
+// headers}.  `offset` is a BigInt or an int64 string.
+function recordFields(topic, partition, offset, record) {
+  // An `optional` field the record does not carry is undefined: null, not "".
+  const has = (field) => Object.prototype.hasOwnProperty.call(record, field) && record[field] != null;
+  return {
+    topic,
+    partition,
+    offset: int64(offset),
+    timestamp: int64(record.timestamp_ms),
+    key: has('key') ? text(record.key, 'key', offset) : null,
+    value: has('value') ? text(record.value, 'value', offset) : null,
+    headers: record.headers.map((header) => [header.name, text(header.value, `header "${header.name}"`, offset)]),
+  };
 }
 
 // "NOT_FOUND: topic 'x' does not exist" for a gRPC error.
@@ -132,6 +160,7 @@ module.exports = {
   connect,
   unary,
   int64,
+  recordFields,
   describeError,
   parseCount,
   UsageError,

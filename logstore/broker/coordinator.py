@@ -66,12 +66,11 @@ from __future__ import annotations
 import bisect
 import enum
 import heapq
-import itertools
 import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping
 
 from logstore.broker.ackfloor import AckFloor
@@ -1011,7 +1010,11 @@ class GroupCoordinator:
                 now = self.clock()
                 session = Session(self, state, options, peer, now)
                 state.sessions[session.member_id] = session
-                state.membership = state.membership.with_partitions(state.parts).join(session.member_id, now)
+                if state.membership.owners():
+                    state.membership = state.membership.with_partitions(state.parts)
+                else:  # nobody owns anything yet: a new partition set is no rebalance
+                    state.membership = replace(state.membership, partitions=frozenset(state.parts))
+                state.membership = state.membership.join(session.member_id, now)
                 self._apply_assignment_locked(state)
         _LOGGER.info(
             "group %s: member %s joined from %s (generation %d, %d member(s))",

@@ -555,3 +555,17 @@ def test_python_consumer_reports_the_append_time_of_log_append_time_batches(serv
     with Consumer(server.address, group="g", topics=["stamped"], start="earliest") as consumer:
         stamps = [consumer.poll(10).timestamp_ms for _ in range(3)]
     assert stamps == [111, 5000, 5000]
+
+
+def test_generation_counts_rebalances(server: RunningServer, channel: grpc.Channel, topic: str) -> None:
+    """The first join is generation 1; each later join or leave adds one."""
+    a = RawMember(channel, "gen", [topic])
+    a.wait_for(lambda m: bool(m.responses))
+    assert a.responses[-1].generation == 1
+    b = RawMember(channel, "gen", [topic])
+    b.wait_for(lambda m: bool(m.responses))
+    assert b.responses[-1].generation == 2
+    b.leave()
+    b.wait_ended()
+    a.wait_for(lambda m: m.responses[-1].generation == 3, what="generation 3 after the leave")
+    a.leave()
