@@ -483,6 +483,7 @@ class Session:
                 got, used = self._fill_part_locked(part, credit, budget, now, out)
             except OffsetOutOfRange as exc:
                 self._skip_to_start_locked(part, exc.start)
+                self.wake()  # look again at once from the new start
                 continue
             except (LogClosed, NotFound):
                 continue  # the topic is going away; the timer ends the session
@@ -510,6 +511,14 @@ class Session:
         if part.retry:
             offsets = sorted(part.retry)[:credit]
             framed = _read_framed(part.partition, offsets)
+            kept, size = [], 0
+            for o in offsets:  # keep to the byte budget (at least one record)
+                if o in framed:
+                    size += len(framed[o][0])
+                    if kept and size > budget:
+                        break
+                kept.append(o)
+            offsets = kept
             got = used = 0
             pairs = [(o, (part.retry[o], framed[o][1])) for o in offsets if o in framed]
             for (attempt, append_time), run in _runs_by_attempt(pairs):
@@ -591,6 +600,14 @@ class Session:
         entries = keys.take(credit)
         if not entries:
             return 0, 0
+        size = 0
+        for i, entry in enumerate(entries):  # keep to the byte budget (at least one record)
+            size += len(entry.raw)
+            if i and size > budget:
+                for back in reversed(entries[i:]):
+                    keys.requeue(back)
+                entries = entries[:i]
+                break
         used = 0
         got = 0
         run: list[Waiting] = []
@@ -705,9 +722,8 @@ class Session:
             if self.ended:
                 return
             self.last_seen_ms = max(self.last_seen_ms, now)
-            if group.guarantee is Guarantee.AT_MOST_ONCE:
-                return  # nothing is leased; acks are accepted and ignored
-            for first, end in ranges:
+            at_most_once = group.guarantee is Guarantee.AT_MOST_ONCE
+            for first, end in _merge_runs([(a, b) for a, b in ranges if b > a]) + [(a, b) for a, b in ranges if b <= a]:
                 if first < 1 or end <= first or end - 1 > MAX_ID:
                     self._errors.append(InvalidArgument(
                         f"{verb}: delivery id range [{first}, {end}) is empty or out of range; "
@@ -724,6 +740,8 @@ class Session:
                     end = self._next_id
                     if end <= first:
                         continue
+                if at_most_once:
+                    continue  # nothing is leased: valid ids are accepted and ignored
                 pos = first
                 for lease in self._overlapping_locked(first, end):
                     lo, hi = max(first, lease.first_id), min(end, lease.end_id)
@@ -1035,6 +1053,7 @@ class GroupCoordinator:
         if not tps:
             return {}
         stored = self._offsets.fetch(group)
+        known_topics = {tp.topic for tp in stored}
         result: dict[TopicPartition, int] = {}
         fresh: dict[TopicPartition, CommittedOffset] = {}
         now = self.clock()
@@ -1055,7 +1074,8 @@ class GroupCoordinator:
                 result[tp] = offset
                 fresh[tp] = CommittedOffset(offset, "reset: out of range", now)
                 continue
-            if start.earliest:
+            if start.earliest or tp.topic in known_topics:
+                # A partition of a topic the group already reads was added since: all of it is new.
                 offset = log.log_start_offset
             elif start.timestamp_ms is not None:
                 found = log.offset_for_timestamp(start.timestamp_ms)
@@ -1135,6 +1155,13 @@ class GroupCoordinator:
                         _LOGGER.error("group %s: committing offsets failed: %s; will retry", name, exc)
                         self._mark_dirty(state)
                         time.sleep(0.1)
+
+    def flush(self, group: str | None = None) -> None:
+        """Commit now what the committer thread would commit soon: for ``group``, or all groups."""
+        with self._lock:
+            states = [self._groups[group]] if group in self._groups else [] if group else list(self._groups.values())
+        for state in states:
+            self._commit_group(state)
 
     def _commit_group(self, state: _GroupState) -> None:
         """Write every floor that passed its committed offset, as one durable batch."""
@@ -1280,9 +1307,9 @@ class GroupCoordinator:
     ) -> dict[TopicPartition, int]:
         """Move the group's committed offsets of ``topic`` (all or some partitions) at once."""
         validate_group_name(group)
+        if isinstance(topic, str) and topic.startswith("__"):
+            raise PermissionDenied(f"topic {topic!r} is internal to the broker; consumer groups cannot read it")
         validate_topic_name(topic)
-        if topic.startswith("__"):
-            raise PermissionDenied(f"topic {topic!r} is internal to the broker")
         wanted = list(partitions)
         if len(set(wanted)) != len(wanted):
             raise InvalidArgument("a seek lists a partition twice; list each once")

@@ -336,20 +336,24 @@ def record_spans(data: bytes | memoryview, start: int = 0, end: int | None = Non
 def record_key(data: bytes | memoryview, pos: int, end: int) -> bytes | None:
     """The key of the framed record at ``data[pos:end]`` (None for a null key).
 
-    Reads only the framing and the fields before the key; raises CorruptBatch
-    on structural damage.
+    Reads the framing of the record's fields (not their contents); if the key
+    field occurs more than once, the last wins, as in any protobuf parser.
+    Raises CorruptBatch on structural damage.
     """
     if data[pos] != RECORDS_FIELD_TAG:
         raise CorruptBatch(f"expected a record tag 0x0A, found {data[pos]:#04x}")
     n, pos = _read_len(data, pos + 1, end)
     stop = pos + n
-    while pos < stop:
+    key = None
+    while pos < stop:  # the last key field wins, as protobuf parsers decide
         tag, pos = _read_varint(data, pos, stop)
         if tag == _TAG_KEY:
             n, pos = _read_len(data, pos, stop)
-            return bytes(data[pos : pos + n])
-        pos = _skip_field(data, tag, pos, stop)
-    return None
+            key = bytes(data[pos : pos + n])
+            pos += n
+        else:
+            pos = _skip_field(data, tag, pos, stop)
+    return key
 
 
 def encode_varint(n: int) -> bytes:
