@@ -76,6 +76,8 @@ _TAG_HEADER = 0x2A  # field 5, length-delimited
 _TAG_HEADER_NAME = 0x0A  # Header field 1, length-delimited
 _TAG_HEADER_VALUE = 0x12  # Header field 2, length-delimited
 
+_ONE_BYTE_LEN_TAGS = frozenset((_TAG_KEY, _TAG_VALUE, _TAG_HEADER))
+
 _U64 = (1 << 64) - 1
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -345,14 +347,30 @@ def record_key(data: bytes | memoryview, pos: int, end: int) -> bytes | None:
     n, pos = _read_len(data, pos + 1, end)
     stop = pos + n
     key = None
-    while pos < stop:  # the last key field wins, as protobuf parsers decide
-        tag, pos = _read_varint(data, pos, stop)
-        if tag == _TAG_KEY:
-            n, pos = _read_len(data, pos, stop)
-            key = bytes(data[pos : pos + n])
-            pos += n
-        else:
-            pos = _skip_field(data, tag, pos, stop)
+    try:
+        while pos < stop:
+            tag = data[pos]
+            if tag == _TAG_TIMESTAMP:  # inline: one-byte tag, varint value
+                pos += 1
+                while data[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            elif tag in _ONE_BYTE_LEN_TAGS:  # inline: one-byte tag, length-delimited
+                b = data[pos + 1]
+                if b < 0x80:
+                    n, pos = b, pos + 2
+                else:
+                    n, pos = _read_varint(data, pos + 1, stop)
+                if tag == _TAG_KEY:
+                    key = bytes(data[pos : pos + n])
+                pos += n
+            else:
+                tag, pos = _read_varint(data, pos, stop)
+                pos = _skip_field(data, tag, pos, stop)
+    except IndexError:
+        raise CorruptBatch("a record's fields run past the end of its batch") from None
+    if pos != stop:
+        raise CorruptBatch("a record's last field runs past the end of the record")
     return key
 
 
