@@ -569,3 +569,22 @@ def test_generation_counts_rebalances(server: RunningServer, channel: grpc.Chann
     b.wait_ended()
     a.wait_for(lambda m: m.responses[-1].generation == 3, what="generation 3 after the leave")
     a.leave()
+
+
+def test_flow_control_never_exceeds_max_in_flight(server: RunningServer, channel: grpc.Channel, topic: str) -> None:
+    """The broker never has more than max_in_flight_records unacked records out to a member."""
+    produce(server.address, topic, 1000)
+    m = RawMember(channel, "g", [topic], max_in_flight_records=50)
+    m.wait_for(lambda m: len(m.received) >= 50)
+    time.sleep(0.3)
+    assert len(m.received) == 50
+    first_ten = [x.delivery_id for x in m.snapshot()[:10]]
+    m.ack(*first_ten)
+    m.wait_for(lambda m: len(m.received) >= 60)
+    time.sleep(0.3)
+    assert len(m.received) == 60, "each ack frees exactly one slot"
+    m.nack(*(x.delivery_id for x in m.snapshot()[10:15]))
+    m.wait_for(lambda m: len(m.received) >= 65)
+    time.sleep(0.3)
+    assert len(m.received) == 65 and len(m.pending) == 50
+    m.leave()
