@@ -149,6 +149,9 @@ class PeerResult:
 
 
 class RunningPeer(Protocol):
+    port: int  # the server's port on 127.0.0.1 (for other workloads, e.g. group_bench.py)
+    server_pid: int | None  # the server process, for CPU accounting
+
     def run(self, records: int, *, rtt_samples: int = RTT_SAMPLES) -> dict[str, float]: ...
 
 
@@ -380,14 +383,16 @@ class RedisPeer(Peer):
         server = _ServerProcess("redis-server", argv, env=None, cwd=workdir, log_path=workdir / "redis.log")
         try:
             server.wait_port(port)
-            yield _RedisRun(port)
+            yield _RedisRun(port, server.pid)
         finally:
             server.stop()
 
 
 class _RedisRun:
-    def __init__(self, port: int):
+    def __init__(self, port: int, server_pid: int | None = None):
         self._port = port
+        self.port = port  # for other workloads on the same server (group_bench.py)
+        self.server_pid = server_pid
 
     def run(self, records: int, *, rtt_samples: int = RTT_SAMPLES) -> dict[str, float]:
         import redis
@@ -461,14 +466,16 @@ class NatsPeer(Peer):
         server = _ServerProcess("nats-server", argv, env=None, cwd=workdir, log_path=workdir / "nats.log")
         try:
             server.wait_port(port)
-            yield _NatsRun(port)
+            yield _NatsRun(port, server.pid)
         finally:
             server.stop()
 
 
 class _NatsRun:
-    def __init__(self, port: int):
+    def __init__(self, port: int, server_pid: int | None = None):
         self._port = port
+        self.port = port  # for other workloads on the same server (group_bench.py)
+        self.server_pid = server_pid
 
     def run(self, records: int, *, rtt_samples: int = RTT_SAMPLES) -> dict[str, float]:
         return asyncio.run(self._run(records, rtt_samples))
@@ -615,7 +622,7 @@ class RabbitPeer(Peer):
             )
             try:
                 server.wait_port(stream_port, 90)
-                yield _RabbitRun(stream_port)
+                yield _RabbitRun(stream_port, server.pid)
             finally:
                 server.stop(30)
         finally:
@@ -623,8 +630,10 @@ class RabbitPeer(Peer):
 
 
 class _RabbitRun:
-    def __init__(self, port: int):
+    def __init__(self, port: int, server_pid: int | None = None):
         self._port = port
+        self.port = port  # for other workloads on the same server (group_bench.py)
+        self.server_pid = server_pid
 
     def run(self, records: int, *, rtt_samples: int = RTT_SAMPLES) -> dict[str, float]:
         return asyncio.run(self._run(records, rtt_samples))
