@@ -207,12 +207,7 @@ class Admin:
         timestamp in epoch milliseconds or a ``datetime``: the offset of the
         first record at or after that time, else the log end.
         """
-        if partitions is None:
-            wanted: list[int] = []
-        elif isinstance(partitions, int):
-            wanted = [partitions]
-        else:
-            wanted = list(partitions)
+        wanted = _partition_list(partitions)
         request = log_pb2.ListOffsetsRequest(topic=topic, partitions=wanted)
         if isinstance(spec, datetime):
             request.timestamp_ms = to_epoch_ms(spec)
@@ -337,12 +332,7 @@ class Admin:
             if isinstance(ms, bool) or not isinstance(ms, int):
                 raise InvalidArgument(f"timestamp_ms must be epoch milliseconds or a datetime, got {timestamp_ms!r}")
             target = groups_pb2.SeekTarget(timestamp_ms=ms)
-        if partitions is None:
-            wanted: list[int] = []
-        elif isinstance(partitions, int):
-            wanted = [partitions]
-        else:
-            wanted = list(partitions)
+        wanted = _partition_list(partitions)
         request = groups_pb2.SeekGroupRequest(group=group, topic=topic, partitions=wanted, target=target)
         response = call_unary(self._groups.SeekGroup, request, self.target, self.timeout)
         return {o.partition: _offset_commit_from_pb(o) for o in response.offsets}
@@ -397,3 +387,12 @@ class Admin:
 
     def __repr__(self) -> str:
         return f"Admin(broker={self.target!r})"
+
+
+def _partition_list(partitions: "int | Iterable[int] | None") -> list[int]:
+    """The partitions a call names: none (all), one number, or several."""
+    if partitions is None:
+        return []
+    if isinstance(partitions, int):
+        return [partitions]
+    return list(partitions)
