@@ -69,22 +69,28 @@ import bisect
 import enum
 import heapq
 import logging
+import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from logstore.broker.ackfloor import AckFloor
 from logstore.broker.assignment import TopicPartition
-from logstore.broker.broker import Broker
+from logstore.broker.broker import Acks, Broker
 from logstore.broker.keyorder import KeyScheduler, Waiting
 from logstore.broker.membership import Group, MemberState
 from logstore.broker.names import validate_group_name, validate_topic_name
 from logstore.broker.offsets import CommittedOffset, OffsetStore
+from logstore.broker.policies import PolicyStore
+from logstore.broker.provenance import Provenance, read_provenance, with_provenance
+from logstore.broker.retry import RetryPolicy, dlq_topic, parse_tier_topic, redrive_topic, tier_topic
+from logstore.broker.config import TopicConfig
 from logstore.broker.topic import Partition
 from logstore.clock import Clock
 from logstore.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     LogClosed,
@@ -94,7 +100,7 @@ from logstore.errors import (
     PermissionDenied,
 )
 from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
-from logstore.storage.records import record_key, record_spans
+from logstore.storage.records import EncodedRecords, Record, decode_records, record_key, record_spans
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,6 +117,7 @@ __all__ = [
     "GroupDescription",
     "GroupSummary",
     "SeekTarget",
+    "DeadLetter",
     "GroupCoordinator",
     "LOOKAHEAD",
 ]
@@ -167,6 +174,8 @@ class ConsumeOptions:
     session_timeout_ms: int = 30_000
     guarantee: Guarantee = Guarantee.AT_LEAST_ONCE
     client_id: str = ""
+    retry_policies: tuple[tuple[str, RetryPolicy], ...] = ()
+    """(topic, policy) pairs stored for the group at the join (see ``set_retry_policy``)."""
 
     def __post_init__(self) -> None:
         _check_range("max_in_flight_records", self.max_in_flight, 1, 100_000)
@@ -247,6 +256,16 @@ class GroupSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record in a group's dead-letter topic."""
+
+    partition: int
+    offset: int
+    record: Record
+    provenance: Provenance | None
+
+
+@dataclass(frozen=True, slots=True)
 class SeekTarget:
     """Exactly one of: ``earliest``, ``latest``, ``offset``, ``timestamp_ms``."""
 
@@ -273,11 +292,17 @@ class _Part:
 
     __slots__ = (
         "tp", "partition", "epoch", "floor", "committed", "next_offset", "in_flight", "owner",
-        "retry", "redelivering", "keys", "listener", "spans",
+        "retry", "redelivering", "keys", "listener", "spans", "origin", "not_before",
     )
 
-    def __init__(self, tp: TopicPartition, partition: Partition, committed: int, mode: DeliveryMode) -> None:
+    def __init__(
+        self, tp: TopicPartition, partition: Partition, committed: int, mode: DeliveryMode, origin: str | None = None
+    ) -> None:
         self.tp = tp
+        self.origin = origin
+        """For a retry tier or redrive topic: the topic its records came from; None for a topic of the join."""
+        self.not_before = 0
+        """Retry path: the due time of the record at ``next_offset`` when it was not due yet."""
         self.partition = partition
         self.epoch = 0
         self.floor = AckFloor(committed)
@@ -289,7 +314,8 @@ class _Part:
         """PARTITION_ORDERED: offset -> deliveries made, for records to deliver again."""
         self.redelivering = 0
         """PARTITION_ORDERED: records out that are redeliveries (they block fresh ones)."""
-        self.keys: KeyScheduler | None = KeyScheduler() if mode is DeliveryMode.KEY_ORDERED else None
+        keyed = mode is DeliveryMode.KEY_ORDERED and origin is None
+        self.keys: KeyScheduler | None = KeyScheduler() if keyed else None
         self.spans: tuple[int, list[int]] = (-1, [])
         """(base offset, record_spans) of the stored batch cut last: a big batch is cut
         at the in-flight limit many times and walked once."""
@@ -317,11 +343,16 @@ class _Part:
     def detach(self) -> None:
         self.partition.remove_listener(self.listener)
 
+    @property
+    def source_topic(self) -> str:
+        """The topic the group reads these records for: the origin of a retry topic, else its own."""
+        return self.origin or self.tp.topic
+
 
 class _Lease:
     """Delivery ids ``[first_id, first_id + count)`` of one session, out for processing."""
 
-    __slots__ = ("first_id", "count", "part", "epoch", "offsets", "attempt", "deadline", "entries")
+    __slots__ = ("first_id", "count", "part", "epoch", "offsets", "attempt", "deadline", "entries", "blocking")
 
     def __init__(
         self,
@@ -340,6 +371,8 @@ class _Lease:
         self.attempt = attempt
         self.deadline = deadline
         self.entries = entries
+        self.blocking = False
+        """A PARTITION_ORDERED redelivery: counted in ``part.redelivering`` while out."""
 
     @property
     def end_id(self) -> int:
@@ -349,6 +382,7 @@ class _Lease:
 class _GroupState:
     __slots__ = (
         "name", "lock", "commit_lock", "membership", "sessions", "parts", "topics", "mode", "guarantee",
+        "policies",
     )
 
     def __init__(self, name: str) -> None:
@@ -361,6 +395,8 @@ class _GroupState:
         self.topics: tuple[str, ...] = ()
         self.mode: DeliveryMode | None = None
         self.guarantee: Guarantee | None = None
+        self.policies: dict[str, RetryPolicy] = {}
+        """Retry policy per topic of the group (a copy of the PolicyStore's)."""
 
 
 # -- a member ----------------------------------------------------------------------------------------
@@ -399,6 +435,8 @@ class Session:
         self._stale: list[tuple[int, int]] = []
         self._errors: list[LogstoreError] = []
         self._committed: dict[TopicPartition, int] = {}
+        self._forwards: list[tuple[_Lease, str, bool]] = []
+        """Failed leases to copy to a retry tier or the DLQ once the group lock is released."""
         self._wake = threading.Condition(threading.Lock())
         self._woken = False
         self.ended = False
@@ -513,6 +551,8 @@ class Session:
         self._coordinator._mark_dirty(self._group)
 
     def _fill_part_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
+        if part.origin is not None and not part.retry:
+            return self._fill_retry_path_locked(part, credit, budget, now, out)
         if part.keys is not None:
             return self._fill_keyed_locked(part, credit, budget, now, out)
         if part.retry:
@@ -533,7 +573,7 @@ class Session:
                 for o in run:
                     del part.retry[o]
                 part.redelivering += len(run)
-                out.append(self._lease_locked(part, run, attempt + 1, now, chunks, None, append_time))
+                out.append(self._lease_locked(part, run, attempt + 1, now, chunks, None, append_time, blocking=True))
                 got += len(run)
                 used += sum(len(c) for c in chunks)
             for o in offsets:  # records that vanished (retention) are skipped
@@ -585,6 +625,54 @@ class Session:
         if chunks:
             out.append(self._lease_locked(part, range(run_start, offset + taken), 1, now, chunks, None, run_time))
         return taken, used
+
+    def _fill_retry_path_locked(
+        self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]
+    ) -> tuple[int, int]:
+        """A retry tier or redrive topic: records in order, each only once due."""
+        if part.redelivering or (part.not_before and part.not_before > now):
+            return 0, 0
+        log = part.partition.log
+        offset = part.next_offset
+        if offset >= log.log_end_offset:
+            return 0, 0
+        ready: list[Waiting] = []
+        used = 0
+        part.not_before = 0
+        for batch in log.read(offset, min(budget, 1 << 20)):
+            base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+            if base + count <= offset:
+                continue
+            spans = record_spans(batch, HEADER_SIZE, length)
+            for i in range(max(0, offset - base), count):
+                raw = bytes(batch[spans[i] : spans[i + 1]])
+                provenance = read_provenance(raw)
+                due = provenance.due_ms if provenance is not None else 0
+                if due > now:
+                    part.not_before = due
+                    break
+                attempts = provenance.attempt if provenance is not None else 0
+                ready.append(Waiting(base + i, record_key(raw, 0, len(raw)), raw, attempts))
+                used += len(raw)
+                if len(ready) >= credit or used >= budget:
+                    break
+            if part.not_before or len(ready) >= credit or used >= budget:
+                break
+        if not ready:
+            return 0, 0
+        part.next_offset = ready[-1].offset + 1
+        run: list[Waiting] = []
+        for entry in ready:
+            if run and entry.attempts != run[0].attempts:
+                out.append(self._retry_path_lease_locked(part, run, now))
+                run = []
+            run.append(entry)
+        out.append(self._retry_path_lease_locked(part, run, now))
+        return len(ready), used
+
+    def _retry_path_lease_locked(self, part: _Part, run: list[Waiting], now: int) -> Delivery:
+        attempt = run[0].attempts + 1
+        return self._lease_locked(part, [e.offset for e in run], attempt, now, [e.raw for e in run], run)
 
     def _fill_keyed_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
         keys = part.keys
@@ -652,6 +740,8 @@ class Session:
         chunks: list,
         entries: list[Waiting] | None,
         append_time: int = 0,
+        *,
+        blocking: bool = False,
     ) -> Delivery:
         first = self._next_id
         deadline = now + self.options.ack_deadline_ms
@@ -659,6 +749,7 @@ class Session:
         self._next_id = first + count
         if self._group.guarantee is not Guarantee.AT_MOST_ONCE:
             lease = _Lease(first, part, offsets, attempt, deadline, entries)
+            lease.blocking = blocking
             self._leases[first] = lease
             self._starts.append(first)
             heapq.heappush(self._deadlines, (deadline, first))
@@ -698,12 +789,14 @@ class Session:
         """The records with these delivery ids are done."""
         self._apply(ranges, self._ack_lease_locked, "ack")
 
-    def nack(self, ranges: Iterable[tuple[int, int]], reason: str = "") -> None:
-        """The records with these delivery ids failed: deliver them again."""
+    def nack(self, ranges: Iterable[tuple[int, int]], reason: str = "", terminal: bool = False) -> None:
+        """The records with these delivery ids failed: deliver them again, through the
+        group's retry tiers if it has a retry policy (``terminal``: straight to its DLQ)."""
         if len(reason) > 4096:
             self.report(InvalidArgument(f"a nack reason is at most 4096 characters, got {len(reason)}"))
             reason = reason[:4096]
-        self._apply(ranges, self._retry_lease_locked, "nack")
+        self._apply(ranges, lambda lease: self._fail_lease_locked(lease, reason or "nacked", terminal), "nack")
+        self._coordinator._run_forwards(self)
 
     def extend(self, ranges: Iterable[tuple[int, int]], extension_ms: int) -> None:
         """Move the deadline of these records to ``extension_ms`` from now."""
@@ -801,6 +894,7 @@ class Session:
         right.attempt = lease.attempt
         right.deadline = lease.deadline
         right.entries = None if lease.entries is None else lease.entries[k:]
+        right.blocking = lease.blocking
         lease.count = k
         lease.offsets = lease.offsets[:k]
         if lease.entries is not None:
@@ -815,12 +909,46 @@ class Session:
         self.in_flight -= lease.count
         part = lease.part
         part.in_flight -= lease.count
-        if lease.attempt > 1 and part.keys is None:
+        if lease.blocking:
             part.redelivering -= lease.count
+
+    def _fail_lease_locked(self, lease: _Lease, reason: str, terminal: bool) -> None:
+        """A delivery failed (nack or deadline): retry tier or DLQ under a retry policy, else in place."""
+        part = lease.part
+        if part.source_topic in self._group.policies and part.epoch == lease.epoch:
+            self._drop_locked(lease)
+            self._forwards.append((lease, reason, terminal))
+            return
+        if terminal:
+            self._errors.append(FailedPrecondition(
+                f"a terminal nack needs a retry policy: group {self._group.name!r} has none for topic "
+                f"{part.source_topic!r}, so the record is delivered again; set one to get a dead-letter topic"
+            ))
+        self._retry_lease_locked(lease)
+
+    def _release_origin_keys_locked(self, part: _Part, lease: _Lease) -> None:
+        """A record of the retry path is done (acked or dead-lettered): free its key in the
+        KEY_ORDERED partition it came from, so the key's later records may go."""
+        origin = self._group.parts.get(TopicPartition(part.source_topic, part.tp.partition))
+        if origin is None or origin.keys is None:
+            return
+        entries = lease.entries
+        if entries is None:
+            framed = _read_framed(part.partition, list(lease.offsets))
+            keys = [record_key(raw, 0, len(raw)) for raw, _t in framed.values()]
+        else:
+            keys = [e.key for e in entries]
+        for key in keys:
+            if key is not None and origin.keys.is_busy(key):
+                origin.keys.release(key)
+        if origin.owner is not None:
+            origin.owner.wake()
 
     def _ack_lease_locked(self, lease: _Lease) -> None:
         self._drop_locked(lease)
         part = lease.part
+        if part.origin is not None and self._group.mode is DeliveryMode.KEY_ORDERED:
+            self._release_origin_keys_locked(part, lease)
         offsets = lease.offsets
         if isinstance(offsets, range):
             part.floor.add(offsets.start, offsets.stop)
@@ -864,7 +992,7 @@ class Session:
             deadline, first = heapq.heappop(heap)
             lease = self._leases.get(first)
             if lease is not None and lease.deadline == deadline:
-                self._retry_lease_locked(lease)
+                self._fail_lease_locked(lease, "ack deadline expired", False)
                 expired = True
         if len(heap) > 4 * len(self._leases) + 64:
             self._deadlines = [(x.deadline, x.first_id) for x in self._leases.values()]
@@ -886,6 +1014,28 @@ class Session:
             self.member_id, self.options.client_id, self.peer, self._assignment,
             self.in_flight, self.joined_ms, self.last_seen_ms,
         )
+
+
+def _unforward_locked(lease: _Lease) -> None:
+    """A failed lease that could not be copied to its retry tier: deliver it again in place."""
+    part = lease.part
+    if part.epoch != lease.epoch:
+        return  # a seek withdrew it
+    if part.keys is not None and lease.entries is not None:
+        for entry in reversed(lease.entries):
+            if part.keys.is_busy(KeyScheduler.slot(entry)):
+                part.keys.requeue(entry)
+    else:
+        for offset in lease.offsets:
+            part.retry[offset] = lease.attempt
+    if part.owner is not None:
+        part.owner.wake()
+
+
+def _record_timestamp(raw: bytes) -> int:
+    for _i, record in decode_records(raw):
+        return record.timestamp
+    return 0
 
 
 def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -922,6 +1072,25 @@ def _runs_by_attempt(items: list[tuple[int, tuple[int, int]]]) -> list[tuple[tup
     return out
 
 
+def _iter_framed(partition: Partition, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(offset, framed record) from ``start`` to ``end`` (default: the log end)."""
+    log = partition.log
+    stop = log.log_end_offset if end is None else end
+    offset = max(start, log.log_start_offset)
+    while offset < stop:
+        batches = log.read(offset, 1 << 20)
+        if not batches:
+            return
+        for batch in batches:
+            base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+            spans = record_spans(batch, HEADER_SIZE, length)
+            for i in range(max(0, offset - base), count):
+                if base + i >= stop:
+                    return
+                yield base + i, bytes(batch[spans[i] : spans[i + 1]])
+            offset = max(offset, base + count)
+
+
 def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, tuple[bytes, int]]:
     """The framed record bytes at each of ``offsets`` (sorted) still in the log, with the
     batch's append time (0 unless its topic uses log-append time)."""
@@ -954,9 +1123,20 @@ def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, tuple[by
 class GroupCoordinator:
     """Every consumer group of one broker.  See the module docstring."""
 
-    def __init__(self, broker: Broker, offsets: OffsetStore, clock: Clock | None = None, *, timers: bool = True) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        offsets: OffsetStore,
+        clock: Clock | None = None,
+        *,
+        timers: bool = True,
+        policies: PolicyStore | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self._broker = broker
         self._offsets = offsets
+        self._policies = policies if policies is not None else PolicyStore.open(broker)
+        self._rng = rng or random.Random()
         self.clock: Clock = clock or broker.clock
         self._lock = threading.Lock()
         """Guards ``_groups`` (the map only)."""
@@ -991,6 +1171,10 @@ class GroupCoordinator:
             validate_topic_name(name)
             self._broker.topic(name)  # NotFound
         topics = tuple(sorted(topics))
+        for topic, policy in options.retry_policies:
+            if topic not in topics:
+                raise InvalidArgument(f"a retry policy names topic {topic!r}, which the join does not consume")
+            self.set_retry_policy(group, topic, policy)
         state = self._group_state(group, create=True)
         assert state is not None
         with state.commit_lock:
@@ -1028,13 +1212,16 @@ class GroupCoordinator:
                         if not alive:
                             part.detach()
                             del state.parts[tp]
-                needed = [tp for tp in self._topic_partitions(topics) if tp not in state.parts]
-            starts = self._start_offsets(group, needed, options.start)
+                state.policies = self._policies.of_group(group)
+                routes = self._consumed(group, topics)
+                needed = [tp for tp in routes if tp not in state.parts]
+            starts = self._start_offsets(group, needed, options.start, routes)
             with state.lock:
                 for tp in needed:
                     if tp not in state.parts:
                         part = self._broker.partition(tp.topic, tp.partition)
-                        state.parts[tp] = _Part(tp, part, starts[tp], state.mode)
+                        state.parts[tp] = _Part(tp, part, starts[tp], state.mode, routes[tp])
+                self._hold_retried_keys_locked(state, needed)
                 now = self.clock()
                 session = Session(self, state, options, peer, now)
                 state.sessions[session.member_id] = session
@@ -1057,9 +1244,54 @@ class GroupCoordinator:
             out.extend(TopicPartition(name, p.index) for p in topic.partitions)
         return out
 
-    def _start_offsets(self, group: str, tps: list[TopicPartition], start: StartPosition) -> dict[TopicPartition, int]:
-        """Committed offsets of ``tps``; resolve and durably commit the start for those without.
-        Caller holds the group's commit lock."""
+    def _consumed(self, group: str, topics: Iterable[str]) -> dict[TopicPartition, str | None]:
+        """Every partition the group reads: of its topics (origin None), and of the retry
+        tiers and redrive topics that exist for them (origin: the topic they serve)."""
+        out: dict[TopicPartition, str | None] = {tp: None for tp in self._topic_partitions(topics)}
+        names = [t.name for t in self._broker.list_topics()]
+        for topic in topics:
+            for name in names:
+                if parse_tier_topic(name, topic, group) is not None or name == redrive_topic(topic, group):
+                    for tp in self._topic_partitions([name]):
+                        out[tp] = topic
+        return out
+
+    def _hold_retried_keys_locked(self, state: _GroupState, new: list[TopicPartition]) -> None:
+        """KEY_ORDERED: a key with a record in a retry tier holds its later records back.
+        New retry-path partitions (after a restart) are scanned for the keys in them."""
+        if state.mode is not DeliveryMode.KEY_ORDERED:
+            return
+        for tp in new:
+            part = state.parts[tp]
+            if part.origin is None or not tp.topic.startswith(f"{part.origin}.{state.name}.retry."):
+                continue
+            origin = state.parts.get(TopicPartition(part.origin, tp.partition))
+            if origin is None or origin.keys is None:
+                continue
+            log = part.partition.log
+            offset = part.next_offset
+            while offset < log.log_end_offset:
+                batches = log.read(offset, 1 << 20)
+                if not batches:
+                    break
+                for batch in batches:
+                    base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+                    spans = record_spans(batch, HEADER_SIZE, length)
+                    for i in range(max(0, offset - base), count):
+                        key = record_key(batch, spans[i], spans[i + 1])
+                        if key is not None and not origin.keys.is_busy(key):
+                            origin.keys.hold(key)
+                    offset = base + count
+
+    def _start_offsets(
+        self,
+        group: str,
+        tps: list[TopicPartition],
+        start: StartPosition,
+        routes: Mapping[TopicPartition, str | None] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Committed offsets of ``tps``; resolve and durably commit the start for those without
+        (retry-path partitions always start at their earliest).  Caller holds the commit lock."""
         if not tps:
             return {}
         stored = self._offsets.fetch(group)
@@ -1084,7 +1316,7 @@ class GroupCoordinator:
                 result[tp] = offset
                 fresh[tp] = CommittedOffset(offset, "reset: out of range", now)
                 continue
-            if start.earliest or tp.topic in known_topics:
+            if start.earliest or tp.topic in known_topics or (routes is not None and routes.get(tp)):
                 # A partition of a topic the group already reads was added since: all of it is new.
                 offset = log.log_start_offset
             elif start.timestamp_ms is not None:
@@ -1123,6 +1355,9 @@ class GroupCoordinator:
                 return
             session.ended = True
             session.end_error = error
+            for lease, _reason, _terminal in session._forwards:
+                _unforward_locked(lease)
+            session._forwards = []
             for part in list(session._owned):
                 session._withdraw_part_locked(part, redeliver=True)
             for lease in list(session._leases.values()):
@@ -1139,6 +1374,243 @@ class GroupCoordinator:
             state.name, session.member_id, f": {error}" if error else "", state.membership.generation,
             len(state.sessions),
         )
+
+    # -- the retry path ---------------------------------------------------------------------------
+
+    def _run_forwards(self, session: Session) -> None:
+        """Copy the session's failed leases to their retry tier or DLQ (durably), then count
+        them done in their partition: a crash in between gives a duplicate, never a loss."""
+        state = session._group
+        with state.lock:
+            forwards, session._forwards = session._forwards, []
+        if not forwards:
+            return
+        now = self.clock()
+        appends: dict[tuple[str, int], list[bytes]] = {}
+        counts: dict[str, int] = {}
+        done: list[tuple[_Lease, bool]] = []
+        try:
+            for lease, reason, terminal in forwards:
+                part = lease.part
+                source = part.source_topic
+                policy = state.policies.get(source)
+                if policy is None:
+                    raise FailedPrecondition(f"the retry policy of {source!r} was removed")
+                if lease.entries is not None:
+                    raws = [(e.offset, e.raw) for e in lease.entries]
+                else:
+                    framed = _read_framed(part.partition, list(lease.offsets))
+                    raws = [(o, framed[o][0]) for o in lease.offsets if o in framed]
+                dead = terminal or lease.attempt >= policy.max_attempts
+                for offset, raw in raws:
+                    old = read_provenance(raw) if part.origin is not None else None
+                    origin = (old.origin_topic, old.origin_partition, old.origin_offset) if old else (
+                        part.tp.topic, part.tp.partition, offset)
+                    first_failure = old.first_failure_ms if old else now
+                    if dead:
+                        dest = dlq_topic(source, state.name)
+                        prov = Provenance(*origin, lease.attempt, first_failure, reason, 0, now)
+                    else:
+                        dest = tier_topic(source, state.name, policy.delay_before(lease.attempt + 1))
+                        due = policy.due_ms(lease.attempt + 1, now, self._rng)
+                        prov = Provenance(*origin, lease.attempt, first_failure, reason, due, 0)
+                    appends.setdefault((dest, part.tp.partition), []).append(with_provenance(raw, prov))
+                counts[source] = len(self._broker.topic(source).partitions)
+                done.append((lease, dead))
+            for (dest, index), records in appends.items():
+                source_count = max(counts.values())
+                self._ensure_topic(dest, source_count)
+                stamps = [_record_timestamp(r) for r in records]
+                encoded = EncodedRecords(b"".join(records), len(records), stamps[0], max(stamps))
+                self._broker.append(dest, index, encoded, Acks.DURABLE, append_time_ms=now)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the records must not be lost
+            _LOGGER.error("group %s: moving failed records to the retry path failed (%s); delivering them "
+                          "again in place", state.name, exc, exc_info=not isinstance(exc, LogstoreError))
+            with state.lock:
+                for lease, _reason, _terminal in forwards:
+                    _unforward_locked(lease)
+            return
+        with state.lock:
+            for lease, dead in done:
+                part = lease.part
+                if part.epoch != lease.epoch:
+                    continue
+                offsets = lease.offsets
+                for a, b in (_offset_runs(offsets) if not isinstance(offsets, range) else [(offsets.start, offsets.stop)]):
+                    part.floor.add(a, b)
+                if dead and state.mode is DeliveryMode.KEY_ORDERED:
+                    if part.keys is not None and lease.entries is not None:
+                        for entry in lease.entries:
+                            slot = KeyScheduler.slot(entry)
+                            if part.keys.is_busy(slot):
+                                part.keys.release(slot)
+                    elif part.origin is not None:
+                        session._release_origin_keys_locked(part, lease)
+                if part.owner is not None:
+                    part.owner.wake()
+            self._mark_dirty(state)
+
+    def _ensure_topic(self, name: str, partitions: int) -> None:
+        """Create a retry-path topic, or grow it to ``partitions``."""
+        try:
+            self._broker.create_topic(name, partitions, self._broker.config.topic_defaults)
+        except AlreadyExists:
+            if len(self._broker.topic(name).partitions) < partitions:
+                self._broker.create_partitions(name, partitions)
+
+    def set_retry_policy(self, group: str, topic: str, policy: RetryPolicy | None) -> None:
+        """Store (None: clear) the retry policy of ``group`` for ``topic``, durably, and create
+        its retry tiers, dead-letter and redrive topics."""
+        validate_group_name(group)
+        if isinstance(topic, str) and topic.startswith("__"):
+            raise PermissionDenied(f"topic {topic!r} is internal to the broker; consumer groups cannot read it")
+        validate_topic_name(topic)
+        count = len(self._broker.topic(topic).partitions)  # NotFound
+        if policy is not None:
+            policy.check_names(topic, group)
+            for other_group, other_topic in self._policies.pairs():
+                if (other_group, other_topic) != (group, topic) and f"{other_topic}.{other_group}" == f"{topic}.{group}":
+                    raise FailedPrecondition(
+                        f"group {other_group!r} on topic {other_topic!r} already uses the retry topics "
+                        f"{topic}.{group}.*; rename the group (names containing '.' can spell the same prefix)"
+                    )
+            for delay in policy.tier_delays():
+                self._ensure_topic(tier_topic(topic, group, delay), count)
+            self._ensure_topic(dlq_topic(topic, group), count)
+            self._ensure_topic(redrive_topic(topic, group), count)
+        self._policies.set(group, topic, policy)
+        state = self._group_state(group, create=True)
+        assert state is not None
+        with state.lock:
+            state.policies = self._policies.of_group(group)
+            topics = state.topics if state.sessions else ()
+        if topics:
+            self._follow_topics(state, topics)
+        _LOGGER.info("group %s: retry policy of %s set to %s", group, topic, policy)
+
+    def retry_policies(self, group: str) -> dict[str, RetryPolicy]:
+        validate_group_name(group)
+        return self._policies.of_group(group)
+
+    # -- dead letters -------------------------------------------------------------------------------
+
+    def _dlq_partitions(self, group: str, topic: str) -> list[Partition]:
+        validate_group_name(group)
+        validate_topic_name(topic)
+        name = dlq_topic(topic, group)
+        try:
+            return list(self._broker.topic(name).partitions)
+        except NotFound:
+            raise NotFound(
+                f"group {group!r} has no dead-letter topic for {topic!r} ({name!r}); set a retry policy first"
+            ) from None
+
+    def _dlq_cursors(self, group: str, topic: str, partitions: list[Partition]) -> dict[int, int]:
+        """Per DLQ partition: dead letters below this offset were redriven or purged."""
+        stored = self._offsets.fetch(group)
+        name = dlq_topic(topic, group)
+        out = {}
+        for p in partitions:
+            committed = stored.get(TopicPartition(name, p.index))
+            out[p.index] = max(p.log.log_start_offset, committed.offset if committed else 0)
+        return out
+
+    def list_dead_letters(
+        self,
+        group: str,
+        topic: str,
+        *,
+        key: bytes | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        after: tuple[int, int] = (-1, -1),
+        limit: int = 100,
+    ) -> tuple[list["DeadLetter"], tuple[int, int] | None]:
+        """Dead letters in (partition, offset) order after ``after``, filtered by key and by
+        when they were dead-lettered; with the position to continue from (None at the end)."""
+        partitions = self._dlq_partitions(group, topic)
+        cursors = self._dlq_cursors(group, topic, partitions)
+        found: list[DeadLetter] = []
+        for p in partitions:
+            if p.index < after[0]:
+                continue
+            offset = max(cursors[p.index], after[1] + 1 if p.index == after[0] else 0)
+            for off, raw in _iter_framed(p, offset):
+                prov = read_provenance(raw)
+                record = next(decode_records(raw))[1]
+                if key is not None and record.key != key:
+                    continue
+                when = prov.dead_lettered_ms if prov else 0
+                if (since_ms is not None and when < since_ms) or (until_ms is not None and when >= until_ms):
+                    continue
+                if len(found) == limit:
+                    last = found[-1]
+                    return found, (last.partition, last.offset)
+                found.append(DeadLetter(p.index, off, record, prov))
+        return found, None
+
+    def redrive(self, group: str, topic: str, *, records_per_second: int = 1000) -> Iterator[tuple[int, int]]:
+        """Copy every dead letter back into the group's delivery path (attempts reset), a
+        chunk at a time, durably, moving the DLQ cursor after each chunk; yields
+        (redriven so far, total).  Resumable: a crash repeats at most the last chunk."""
+        if not 1 <= records_per_second <= 1_000_000:
+            raise InvalidArgument(f"records_per_second must be in [1, 1000000], got {records_per_second}")
+        partitions = self._dlq_partitions(group, topic)
+        state = self._group_state(group, create=True)
+        assert state is not None
+        cursors = self._dlq_cursors(group, topic, partitions)
+        total = sum(max(0, p.log.log_end_offset - cursors[p.index]) for p in partitions)
+        target = redrive_topic(topic, group)
+        self._ensure_topic(target, len(partitions))
+        chunk = max(1, min(500, records_per_second // 10 or 1))
+        done = 0
+        started = time.monotonic()
+        yield done, total
+        for p in partitions:
+            end = p.log.log_end_offset
+            offset = cursors[p.index]
+            while offset < end:
+                batch = []
+                last = offset
+                for off, raw in _iter_framed(p, offset, end):
+                    old = read_provenance(raw)
+                    now = self.clock()
+                    prov = Provenance(
+                        old.origin_topic if old else topic, old.origin_partition if old else p.index,
+                        old.origin_offset if old else off, 0, old.first_failure_ms if old else now,
+                        old.error if old else "", 0, 0,
+                    )
+                    batch.append(with_provenance(raw, prov))
+                    last = off
+                    if len(batch) >= chunk:
+                        break
+                if not batch:
+                    break
+                stamps = [_record_timestamp(r) for r in batch]
+                encoded = EncodedRecords(b"".join(batch), len(batch), stamps[0], max(stamps))
+                self._broker.append(target, p.index, encoded, Acks.DURABLE)
+                offset = last + 1
+                with state.commit_lock:
+                    self._offsets.commit(group, {TopicPartition(dlq_topic(topic, group), p.index): CommittedOffset(offset, "redrive", self.clock())})
+                done += len(batch)
+                yield done, total
+                pause = started + done / records_per_second - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+
+    def purge_dead_letters(self, group: str, topic: str) -> int:
+        """Drop every dead letter of ``group`` for ``topic`` (moves the DLQ cursor to the end)."""
+        partitions = self._dlq_partitions(group, topic)
+        cursors = self._dlq_cursors(group, topic, partitions)
+        name = dlq_topic(topic, group)
+        now = self.clock()
+        ends = {TopicPartition(name, p.index): CommittedOffset(p.log.log_end_offset, "purge", now) for p in partitions}
+        purged = sum(max(0, p.log.log_end_offset - cursors[p.index]) for p in partitions)
+        state = self._group_state(group, create=True)
+        assert state is not None
+        with state.commit_lock:
+            self._offsets.commit(group, ends)
+        return purged
 
     # -- committing -------------------------------------------------------------------------------
 
@@ -1234,6 +1706,9 @@ class GroupCoordinator:
             with state.lock:
                 if not state.sessions:
                     continue
+                for part in state.parts.values():
+                    if part.not_before and part.not_before <= now and part.owner is not None:
+                        part.owner.wake()
                 for session in state.sessions.values():
                     if now >= session.last_seen_ms + session.options.session_timeout_ms:
                         doomed.append((session, FailedPrecondition(
@@ -1243,6 +1718,10 @@ class GroupCoordinator:
                     elif session._expire_locked(now):
                         session.wake()
                 topics = state.topics
+            with state.lock:
+                failing = [x for x in state.sessions.values() if x._forwards]
+            for session in failing:
+                self._run_forwards(session)
             for session, error in doomed:
                 self._remove(session, error)
             self._follow_topics(state, topics)
@@ -1262,7 +1741,7 @@ class GroupCoordinator:
 
     def _follow_topics(self, state: _GroupState, topics: tuple[str, ...]) -> None:
         try:
-            current = self._topic_partitions(topics)
+            current = self._consumed(state.name, topics)
         except NotFound as exc:
             with state.lock:
                 sessions = list(state.sessions.values())
@@ -1274,12 +1753,13 @@ class GroupCoordinator:
         if not new:
             return
         with state.commit_lock:
-            starts = self._start_offsets(state.name, new, StartPosition(earliest=True))
+            starts = self._start_offsets(state.name, new, StartPosition(earliest=True), current)
             with state.lock:
                 for tp in new:
                     if tp not in state.parts and state.mode is not None:
                         partition = self._broker.partition(tp.topic, tp.partition)
-                        state.parts[tp] = _Part(tp, partition, starts[tp], state.mode)
+                        state.parts[tp] = _Part(tp, partition, starts[tp], state.mode, current[tp])
+                self._hold_retried_keys_locked(state, [tp for tp in new if tp in state.parts])
                 state.membership = state.membership.with_partitions(state.parts)
                 self._apply_assignment_locked(state)
         _LOGGER.info("group %s: %d new partition(s) of its topics; rebalanced", state.name, len(new))

@@ -115,6 +115,11 @@ class KeyScheduler:
         elif queue is not None:
             del self._queues[slot]
 
+    def hold(self, slot: Hashable) -> None:
+        """Mark ``slot`` busy with no record handed out here (its record is in a retry
+        tier); ``release`` frees it.  A key already busy stays as it is."""
+        self._busy.add(slot)
+
     def take(self, limit: int) -> list[Waiting]:
         """Hand out up to ``limit`` records, lowest offsets first, at most one per key."""
         out: list[Waiting] = []

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import grpc
 
-from logstore._proto.logstore.v1 import groups_pb2
+from logstore._proto.logstore.v1 import groups_pb2, records_pb2
 from logstore.broker.assignment import TopicPartition
 from logstore.broker.coordinator import (
     ConsumeOptions,
@@ -31,6 +31,7 @@ from logstore.broker.coordinator import (
 )
 from logstore.broker.names import validate_group_name
 from logstore.broker.offsets import CommittedOffset
+from logstore.broker.retry import RetryPolicy, dlq_topic, tier_topic
 from logstore.errors import FailedPrecondition, InvalidArgument
 from logstore.server import wire
 from logstore.server.paging import decode_page_token, encode_page_token
@@ -78,7 +79,13 @@ def options_from_join(join: groups_pb2.Join) -> ConsumeOptions:
         start = StartPosition(earliest=position == g.OFFSET_POSITION_EARLIEST)
     else:
         start = StartPosition()
+    policies = []
+    for entry in join.retry_policies:
+        if not entry.HasField("policy"):
+            raise InvalidArgument(f"retry_policies: the entry for topic {entry.topic!r} has no policy")
+        policies.append((entry.topic, policy_from_proto(entry.policy)))
     return ConsumeOptions(
+        retry_policies=tuple(policies),
         max_in_flight=join.max_in_flight_records or 1000,
         ack_deadline_ms=join.ack_deadline_ms or 30_000,
         mode=_MODES[join.delivery_mode],
@@ -89,10 +96,35 @@ def options_from_join(join: groups_pb2.Join) -> ConsumeOptions:
     )
 
 
+def policy_from_proto(p: groups_pb2.RetryPolicy) -> RetryPolicy:
+    """The broker's policy for a proto one (0 means the default for multiplier and max delay)."""
+    return RetryPolicy(
+        max_attempts=p.max_attempts,
+        delays_ms=tuple(p.delays_ms),
+        initial_delay_ms=p.initial_delay_ms,
+        multiplier=p.multiplier or 2.0,
+        max_delay_ms=p.max_delay_ms or 60_000,
+        jitter=p.jitter,
+    )
+
+
 def _ranges(ids: groups_pb2.DeliveryIds) -> list[tuple[int, int]]:
     out = [(i, i + 1) for i in ids.ids]
     out.extend((r.first_id, r.end_id) for r in ids.ranges)
     return out
+
+
+def _decode_position(token: str) -> tuple[int, int]:
+    def check(text: str) -> None:
+        partition, _, offset = text.partition(":")
+        if not (partition.isdigit() and offset.isdigit()):
+            raise ValueError(text)
+
+    text = decode_page_token("deadletters", token, "ListDeadLetters", check)
+    if not text:
+        return (-1, -1)
+    partition, _, offset = text.partition(":")
+    return int(partition), int(offset)
 
 
 def _offset_commit(tp: TopicPartition, c: CommittedOffset) -> groups_pb2.OffsetCommit:
@@ -173,7 +205,7 @@ class GroupService:
         if request.HasField("ack"):
             session.ack(_ranges(request.ack))
         if request.HasField("nack"):
-            session.nack(_ranges(request.nack.ids), request.nack.reason)
+            session.nack(_ranges(request.nack.ids), request.nack.reason, request.nack.terminal)
         if request.HasField("extend_deadline"):
             session.extend(_ranges(request.extend_deadline.ids), request.extend_deadline.extension_ms)
         if request.leave:
@@ -276,6 +308,67 @@ class GroupService:
         self._coordinator.delete_group(request.group)
         return g.DeleteGroupResponse()
 
+    # -- retries and dead letters ----------------------------------------------------------------------
+
+    @translate_errors
+    def SetRetryPolicy(self, request: groups_pb2.SetRetryPolicyRequest, context: grpc.ServicerContext) -> groups_pb2.SetRetryPolicyResponse:
+        policy = policy_from_proto(request.policy) if request.HasField("policy") else None
+        self._coordinator.set_retry_policy(request.group, request.topic, policy)
+        return g.SetRetryPolicyResponse(
+            retry_topics=[tier_topic(request.topic, request.group, d) for d in (policy.tier_delays() if policy else ())],
+            dead_letter_topic=dlq_topic(request.topic, request.group) if policy else "",
+        )
+
+    @translate_errors
+    def ListDeadLetters(self, request: groups_pb2.ListDeadLettersRequest, context: grpc.ServicerContext) -> groups_pb2.ListDeadLettersResponse:
+        if request.page_size < 0:
+            raise InvalidArgument(f"page_size must not be negative, got {request.page_size}")
+        after = _decode_position(request.page_token)
+        letters, more = self._coordinator.list_dead_letters(
+            request.group,
+            request.topic,
+            key=request.key if request.HasField("key") else None,
+            since_ms=request.since_ms if request.HasField("since_ms") else None,
+            until_ms=request.until_ms if request.HasField("until_ms") else None,
+            after=after,
+            limit=min(request.page_size or 100, 1000),
+        )
+        out = []
+        for d in letters:
+            record = records_pb2.Record(timestamp_ms=d.record.timestamp, headers=[
+                records_pb2.Header(name=n, value=v) for n, v in d.record.headers])
+            if d.record.key is not None:
+                record.key = d.record.key
+            if d.record.value is not None:
+                record.value = d.record.value
+            prov = d.provenance
+            letter = g.DeadLetter(partition=d.partition, offset=d.offset, record=record)
+            if prov is not None:
+                letter.origin_topic = prov.origin_topic
+                letter.origin_partition = prov.origin_partition
+                letter.origin_offset = prov.origin_offset
+                letter.attempts = prov.attempt
+                letter.first_failure_ms = prov.first_failure_ms
+                letter.error = prov.error
+                letter.dead_lettered_ms = prov.dead_lettered_ms
+            out.append(letter)
+        token = encode_page_token("deadletters", f"{more[0]}:{more[1]}") if more else ""
+        return g.ListDeadLettersResponse(dead_letters=out, next_page_token=token)
+
+    @translate_stream_errors
+    def RedriveDeadLetters(
+        self, request: groups_pb2.RedriveDeadLettersRequest, context: grpc.ServicerContext
+    ) -> Iterator[groups_pb2.RedriveDeadLettersResponse]:
+        rate = request.records_per_second or 1000
+        for done, total in self._coordinator.redrive(request.group, request.topic, records_per_second=rate):
+            if not context.is_active():
+                return
+            yield g.RedriveDeadLettersResponse(redriven=done, total=total)
+
+    @translate_errors
+    def PurgeDeadLetters(self, request: groups_pb2.PurgeDeadLettersRequest, context: grpc.ServicerContext) -> groups_pb2.PurgeDeadLettersResponse:
+        return g.PurgeDeadLettersResponse(purged=self._coordinator.purge_dead_letters(request.group, request.topic))
+
     # -- registration ---------------------------------------------------------------------------------
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
@@ -300,5 +393,13 @@ class GroupService:
                 "DescribeGroup": unary(self.DescribeGroup, g.DescribeGroupRequest, g.DescribeGroupResponse),
                 "SeekGroup": unary(self.SeekGroup, g.SeekGroupRequest, g.SeekGroupResponse),
                 "DeleteGroup": unary(self.DeleteGroup, g.DeleteGroupRequest, g.DeleteGroupResponse),
+                "SetRetryPolicy": unary(self.SetRetryPolicy, g.SetRetryPolicyRequest, g.SetRetryPolicyResponse),
+                "ListDeadLetters": unary(self.ListDeadLetters, g.ListDeadLettersRequest, g.ListDeadLettersResponse),
+                "RedriveDeadLetters": grpc.unary_stream_rpc_method_handler(
+                    self.RedriveDeadLetters,
+                    request_deserializer=safe_deserializer(g.RedriveDeadLettersRequest),
+                    response_serializer=g.RedriveDeadLettersResponse.SerializeToString,
+                ),
+                "PurgeDeadLetters": unary(self.PurgeDeadLetters, g.PurgeDeadLettersRequest, g.PurgeDeadLettersResponse),
             },
         )

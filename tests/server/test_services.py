@@ -102,7 +102,7 @@ def test_list_topics_pages_in_name_order(server, admin_stub, create_topic):
     [page] = all_pages(0)
     assert [t.name for t in page] == sorted(names)
     with_internal = [t.name for p in all_pages(4, include_internal=True) for t in p]
-    assert with_internal == sorted(names + ["__consumer_offsets", "__internal-offsets"])
+    assert with_internal == sorted(names + ["__consumer_offsets", "__group_policies", "__internal-offsets"])
     # A page size equal to the count: one full page and no token.
     [page] = all_pages(len(names))
     assert len(page) == len(names)

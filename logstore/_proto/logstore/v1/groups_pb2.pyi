@@ -45,7 +45,7 @@ class StartPosition(_message.Message):
     def __init__(self, offset_position: _Optional[_Union[OffsetPosition, str]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class Join(_message.Message):
-    __slots__ = ("group", "topics", "max_in_flight_records", "ack_deadline_ms", "delivery_mode", "start_position", "session_timeout_ms", "delivery_guarantee", "client_id")
+    __slots__ = ("group", "topics", "max_in_flight_records", "ack_deadline_ms", "delivery_mode", "start_position", "session_timeout_ms", "delivery_guarantee", "client_id", "retry_policies")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_RECORDS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class Join(_message.Message):
     SESSION_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_GUARANTEE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_POLICIES_FIELD_NUMBER: _ClassVar[int]
     group: str
     topics: _containers.RepeatedScalarFieldContainer[str]
     max_in_flight_records: int
@@ -64,7 +65,32 @@ class Join(_message.Message):
     session_timeout_ms: int
     delivery_guarantee: DeliveryGuarantee
     client_id: str
-    def __init__(self, group: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., max_in_flight_records: _Optional[int] = ..., ack_deadline_ms: _Optional[int] = ..., delivery_mode: _Optional[_Union[DeliveryMode, str]] = ..., start_position: _Optional[_Union[StartPosition, _Mapping]] = ..., session_timeout_ms: _Optional[int] = ..., delivery_guarantee: _Optional[_Union[DeliveryGuarantee, str]] = ..., client_id: _Optional[str] = ...) -> None: ...
+    retry_policies: _containers.RepeatedCompositeFieldContainer[TopicRetryPolicy]
+    def __init__(self, group: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., max_in_flight_records: _Optional[int] = ..., ack_deadline_ms: _Optional[int] = ..., delivery_mode: _Optional[_Union[DeliveryMode, str]] = ..., start_position: _Optional[_Union[StartPosition, _Mapping]] = ..., session_timeout_ms: _Optional[int] = ..., delivery_guarantee: _Optional[_Union[DeliveryGuarantee, str]] = ..., client_id: _Optional[str] = ..., retry_policies: _Optional[_Iterable[_Union[TopicRetryPolicy, _Mapping]]] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("max_attempts", "delays_ms", "initial_delay_ms", "multiplier", "max_delay_ms", "jitter")
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DELAYS_MS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    max_attempts: int
+    delays_ms: _containers.RepeatedScalarFieldContainer[int]
+    initial_delay_ms: int
+    multiplier: float
+    max_delay_ms: int
+    jitter: float
+    def __init__(self, max_attempts: _Optional[int] = ..., delays_ms: _Optional[_Iterable[int]] = ..., initial_delay_ms: _Optional[int] = ..., multiplier: _Optional[float] = ..., max_delay_ms: _Optional[int] = ..., jitter: _Optional[float] = ...) -> None: ...
+
+class TopicRetryPolicy(_message.Message):
+    __slots__ = ("topic", "policy")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    policy: RetryPolicy
+    def __init__(self, topic: _Optional[str] = ..., policy: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
 
 class DeliveryIdRange(_message.Message):
     __slots__ = ("first_id", "end_id")
@@ -83,12 +109,14 @@ class DeliveryIds(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., ranges: _Optional[_Iterable[_Union[DeliveryIdRange, _Mapping]]] = ...) -> None: ...
 
 class Nack(_message.Message):
-    __slots__ = ("ids", "reason")
+    __slots__ = ("ids", "reason", "terminal")
     IDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_FIELD_NUMBER: _ClassVar[int]
     ids: DeliveryIds
     reason: str
-    def __init__(self, ids: _Optional[_Union[DeliveryIds, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    terminal: bool
+    def __init__(self, ids: _Optional[_Union[DeliveryIds, _Mapping]] = ..., reason: _Optional[str] = ..., terminal: _Optional[bool] = ...) -> None: ...
 
 class ExtendDeadline(_message.Message):
     __slots__ = ("ids", "extension_ms")
@@ -331,3 +359,103 @@ class DeleteGroupRequest(_message.Message):
 class DeleteGroupResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SetRetryPolicyRequest(_message.Message):
+    __slots__ = ("group", "topic", "policy")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    policy: RetryPolicy
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., policy: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
+
+class SetRetryPolicyResponse(_message.Message):
+    __slots__ = ("retry_topics", "dead_letter_topic")
+    RETRY_TOPICS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    retry_topics: _containers.RepeatedScalarFieldContainer[str]
+    dead_letter_topic: str
+    def __init__(self, retry_topics: _Optional[_Iterable[str]] = ..., dead_letter_topic: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("group", "topic", "key", "since_ms", "until_ms", "page_size", "page_token")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    key: bytes
+    since_ms: int
+    until_ms: int
+    page_size: int
+    page_token: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., key: _Optional[bytes] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("partition", "offset", "record", "origin_topic", "origin_partition", "origin_offset", "attempts", "first_failure_ms", "error", "dead_lettered_ms")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FAILURE_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERED_MS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    offset: int
+    record: _records_pb2.Record
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    attempts: int
+    first_failure_ms: int
+    error: str
+    dead_lettered_ms: int
+    def __init__(self, partition: _Optional[int] = ..., offset: _Optional[int] = ..., record: _Optional[_Union[_records_pb2.Record, _Mapping]] = ..., origin_topic: _Optional[str] = ..., origin_partition: _Optional[int] = ..., origin_offset: _Optional[int] = ..., attempts: _Optional[int] = ..., first_failure_ms: _Optional[int] = ..., error: _Optional[str] = ..., dead_lettered_ms: _Optional[int] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters", "next_page_token")
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_page_token: str
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RedriveDeadLettersRequest(_message.Message):
+    __slots__ = ("group", "topic", "records_per_second")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    records_per_second: int
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., records_per_second: _Optional[int] = ...) -> None: ...
+
+class RedriveDeadLettersResponse(_message.Message):
+    __slots__ = ("redriven", "total")
+    REDRIVEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    redriven: int
+    total: int
+    def __init__(self, redriven: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class PurgeDeadLettersRequest(_message.Message):
+    __slots__ = ("group", "topic")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
+
+class PurgeDeadLettersResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...

@@ -75,6 +75,26 @@ class GroupsStub:
                 request_serializer=logstore_dot_v1_dot_groups__pb2.DeleteGroupRequest.SerializeToString,
                 response_deserializer=logstore_dot_v1_dot_groups__pb2.DeleteGroupResponse.FromString,
                 _registered_method=True)
+        self.SetRetryPolicy = channel.unary_unary(
+                '/logstore.v1.Groups/SetRetryPolicy',
+                request_serializer=logstore_dot_v1_dot_groups__pb2.SetRetryPolicyRequest.SerializeToString,
+                response_deserializer=logstore_dot_v1_dot_groups__pb2.SetRetryPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/logstore.v1.Groups/ListDeadLetters',
+                request_serializer=logstore_dot_v1_dot_groups__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=logstore_dot_v1_dot_groups__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetters = channel.unary_stream(
+                '/logstore.v1.Groups/RedriveDeadLetters',
+                request_serializer=logstore_dot_v1_dot_groups__pb2.RedriveDeadLettersRequest.SerializeToString,
+                response_deserializer=logstore_dot_v1_dot_groups__pb2.RedriveDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/logstore.v1.Groups/PurgeDeadLetters',
+                request_serializer=logstore_dot_v1_dot_groups__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=logstore_dot_v1_dot_groups__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class GroupsServicer:
@@ -211,6 +231,64 @@ class GroupsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRetryPolicy(self, request, context):
+        """Sets (or, without `policy`, clears) a group's retry policy for a topic,
+        durably, and creates the retry tiers, the dead-letter topic and the
+        redrive topic it needs (names in `RetryPolicy`).  Live members start
+        reading new tiers within a moment.
+
+        Status codes:
+        - INVALID_ARGUMENT if a name is malformed or the policy is out of range
+        (no attempts, negative delays, more than 10 tiers, names too long; the
+        message names the field).
+        - NOT_FOUND if the topic does not exist.
+        - PERMISSION_DENIED if the topic is internal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Lists a group's dead letters for a topic, with their provenance, oldest
+        first per partition, one page at a time.
+
+        Status codes:
+        - INVALID_ARGUMENT if a name or the page token is malformed.
+        - NOT_FOUND if the group has no dead-letter topic for the topic (it has
+        never had a retry policy for it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetters(self, request, context):
+        """Puts every dead letter of a group for a topic back into the group's
+        delivery path (the redrive topic), with its attempts reset, at most
+        `records_per_second`.  Streams progress.  Each chunk is appended durably
+        before the dead-letter cursor moves past it, so a redrive cut short (the
+        client cancels, the broker crashes) is resumed by calling it again, and
+        repeats at most the chunk in flight (at-least-once).
+
+        Status codes:
+        - INVALID_ARGUMENT if a name is malformed or `records_per_second` is out
+        of [0, 1000000].
+        - NOT_FOUND if the group has no dead-letter topic for the topic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Drops every dead letter of a group for a topic.
+
+        Status codes:
+        - INVALID_ARGUMENT if a name is malformed.
+        - NOT_FOUND if the group has no dead-letter topic for the topic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GroupsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +326,26 @@ def add_GroupsServicer_to_server(servicer, server):
                     servicer.DeleteGroup,
                     request_deserializer=logstore_dot_v1_dot_groups__pb2.DeleteGroupRequest.FromString,
                     response_serializer=logstore_dot_v1_dot_groups__pb2.DeleteGroupResponse.SerializeToString,
+            ),
+            'SetRetryPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetryPolicy,
+                    request_deserializer=logstore_dot_v1_dot_groups__pb2.SetRetryPolicyRequest.FromString,
+                    response_serializer=logstore_dot_v1_dot_groups__pb2.SetRetryPolicyResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=logstore_dot_v1_dot_groups__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=logstore_dot_v1_dot_groups__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveDeadLetters': grpc.unary_stream_rpc_method_handler(
+                    servicer.RedriveDeadLetters,
+                    request_deserializer=logstore_dot_v1_dot_groups__pb2.RedriveDeadLettersRequest.FromString,
+                    response_serializer=logstore_dot_v1_dot_groups__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=logstore_dot_v1_dot_groups__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=logstore_dot_v1_dot_groups__pb2.PurgeDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -445,6 +543,114 @@ class Groups:
             '/logstore.v1.Groups/DeleteGroup',
             logstore_dot_v1_dot_groups__pb2.DeleteGroupRequest.SerializeToString,
             logstore_dot_v1_dot_groups__pb2.DeleteGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetryPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.v1.Groups/SetRetryPolicy',
+            logstore_dot_v1_dot_groups__pb2.SetRetryPolicyRequest.SerializeToString,
+            logstore_dot_v1_dot_groups__pb2.SetRetryPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.v1.Groups/ListDeadLetters',
+            logstore_dot_v1_dot_groups__pb2.ListDeadLettersRequest.SerializeToString,
+            logstore_dot_v1_dot_groups__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/logstore.v1.Groups/RedriveDeadLetters',
+            logstore_dot_v1_dot_groups__pb2.RedriveDeadLettersRequest.SerializeToString,
+            logstore_dot_v1_dot_groups__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.v1.Groups/PurgeDeadLetters',
+            logstore_dot_v1_dot_groups__pb2.PurgeDeadLettersRequest.SerializeToString,
+            logstore_dot_v1_dot_groups__pb2.PurgeDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,
