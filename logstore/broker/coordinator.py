@@ -85,7 +85,7 @@ from logstore.broker.names import validate_group_name, validate_topic_name
 from logstore.broker.offsets import CommittedOffset, OffsetStore
 from logstore.broker.policies import PolicyStore
 from logstore.broker.provenance import Provenance, read_provenance, with_provenance
-from logstore.broker.retry import RetryPolicy, dlq_topic, parse_tier_topic, redrive_topic, tier_topic
+from logstore.broker.retry import RetryPolicy, delay_topic, dlq_topic, parse_tier_topic, redrive_topic, tier_topic
 from logstore.broker.config import TopicConfig
 from logstore.broker.topic import Partition
 from logstore.clock import Clock
@@ -99,8 +99,15 @@ from logstore.errors import (
     OffsetOutOfRange,
     PermissionDenied,
 )
-from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
-from logstore.storage.records import EncodedRecords, Record, decode_records, record_key, record_spans
+from logstore.storage.batch import ATTR_DELIVERY_TIME, ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
+from logstore.storage.records import (
+    EncodedRecords,
+    Record,
+    decode_records,
+    delivery_time,
+    record_key,
+    record_spans,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -292,13 +299,28 @@ class _Part:
 
     __slots__ = (
         "tp", "partition", "epoch", "floor", "committed", "next_offset", "in_flight", "owner",
-        "retry", "redelivering", "keys", "listener", "spans", "origin", "not_before",
+        "retry", "redelivering", "keys", "listener", "spans", "origin", "not_before", "kind", "held",
+        "timers", "scanned",
     )
 
     def __init__(
-        self, tp: TopicPartition, partition: Partition, committed: int, mode: DeliveryMode, origin: str | None = None
+        self,
+        tp: TopicPartition,
+        partition: Partition,
+        committed: int,
+        mode: DeliveryMode,
+        origin: str | None = None,
+        kind: str = "main",
     ) -> None:
         self.tp = tp
+        self.kind = kind
+        """"main" (a topic of the join), "tier" (a retry tier), "redrive" or "delay"."""
+        self.held: set[bytes] = set()
+        """KEY_ORDERED main partitions: keys held busy because one of their records is in a retry tier."""
+        self.timers: list[tuple[int, int]] = []
+        """Delay partitions: heap of (due, offset) of records not delivered yet (the timer index)."""
+        self.scanned = committed
+        """Delay partitions: records below this offset are in ``timers`` (or done)."""
         self.origin = origin
         """For a retry tier or redrive topic: the topic its records came from; None for a topic of the join."""
         self.not_before = 0
@@ -335,6 +357,8 @@ class _Part:
         self.committed = offset
         self.next_offset = offset
         self.in_flight = 0
+        self.timers.clear()
+        self.scanned = offset
         self.retry.clear()
         self.redelivering = 0
         if self.keys is not None:
@@ -551,6 +575,10 @@ class Session:
         self._coordinator._mark_dirty(self._group)
 
     def _fill_part_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
+        if part.not_before > now and part.kind == "main":
+            return 0, 0  # a delayed record could not be set aside; try again later
+        if part.kind == "delay" and not part.retry:
+            return self._fill_delay_locked(part, credit, budget, now, out)
         if part.origin is not None and not part.retry:
             return self._fill_retry_path_locked(part, credit, budget, now, out)
         if part.keys is not None:
@@ -590,21 +618,33 @@ class Session:
         # Read about what the credit can take (at least one whole batch comes back anyway).
         batches = log.read(offset, min(budget, max(1 << 16, credit << 7)))
         chunks: list[bytes | memoryview] = []
-        taken = used = 0
+        pos = offset  # the next offset not handled yet
+        delivered = used = 0
         run_start, run_time = offset, 0
         for batch in batches:
             base, length, _m, _c, attrs, count, _first, max_ts = HEADER.unpack_from(batch, 0)[:8]
-            skip = offset + taken - base
+            skip = pos - base
             if skip >= count:
+                continue
+            if attrs & ATTR_DELIVERY_TIME:
+                if chunks:
+                    out.append(self._lease_locked(part, range(run_start, pos), 1, now, chunks, None, run_time))
+                    chunks = []
+                consumed, got, size = self._fill_delayed_batch_locked(part, batch, skip, credit - delivered, now, out)
+                pos += consumed
+                delivered += got
+                used += size
+                run_start, run_time = pos, 0
+                if consumed < count - skip or delivered >= credit or used >= budget:
+                    break
                 continue
             append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
             if append_time != run_time and chunks:
                 # Records stamped with another append time start another delivery.
-                end = offset + taken
-                out.append(self._lease_locked(part, range(run_start, end), 1, now, chunks, None, run_time))
-                chunks, run_start = [], end
+                out.append(self._lease_locked(part, range(run_start, pos), 1, now, chunks, None, run_time))
+                chunks, run_start = [], pos
             run_time = append_time
-            want = min(count - skip, credit - taken)
+            want = min(count - skip, credit - delivered)
             view = memoryview(batch)
             if skip == 0 and want == count:
                 chunk = view[HEADER_SIZE:length]
@@ -615,16 +655,66 @@ class Session:
                     part.spans = (base, spans)
                 chunk = view[spans[skip] : spans[skip + want]]
             chunks.append(chunk)
-            taken += want
+            pos += want
+            delivered += want
             used += len(chunk)
-            if taken >= credit or used >= budget:
+            if delivered >= credit or used >= budget:
                 break
-        if not taken:
-            return 0, 0
-        part.next_offset = offset + taken
         if chunks:
-            out.append(self._lease_locked(part, range(run_start, offset + taken), 1, now, chunks, None, run_time))
-        return taken, used
+            out.append(self._lease_locked(part, range(run_start, pos), 1, now, chunks, None, run_time))
+        part.next_offset = pos
+        return delivered, used
+
+    def _fill_delayed_batch_locked(
+        self, part: _Part, batch: bytes, skip: int, credit: int, now: int, out: list[Delivery]
+    ) -> tuple[int, int, int]:
+        """A stored batch with delivery times: deliver the records that are due, set the
+        others aside in the group's delay topic; return (records handled, delivered, bytes)."""
+        base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+        spans = record_spans(batch, HEADER_SIZE, length)
+        ready: list[Waiting] = []
+        later: list[tuple[int, bytes, int]] = []
+        i = skip
+        while i < count and len(ready) < credit:
+            lo, hi = spans[i], spans[i + 1]
+            due = delivery_time(batch, lo, hi)
+            raw = bytes(batch[lo:hi])
+            if due > now:
+                later.append((base + i, raw, due))
+            else:
+                ready.append(Waiting(base + i, None, raw))
+            i += 1
+        if later and not self._coordinator._set_aside_locked(self._group, part, later):
+            part.not_before = now + 1000
+            return 0, 0, 0
+        if ready:
+            out.append(self._lease_locked(part, [e.offset for e in ready], 1, now, [e.raw for e in ready], None))
+        return i - skip, len(ready), sum(len(e.raw) for e in ready)
+
+    def _fill_delay_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
+        """The group's delay topic: index new records by due time, deliver those that are due."""
+        log = part.partition.log
+        if part.scanned < log.log_end_offset:
+            for offset, raw in _iter_framed(part.partition, part.scanned):
+                prov = read_provenance(raw)
+                heapq.heappush(part.timers, (prov.due_ms if prov is not None else 0, offset))
+                part.scanned = offset + 1
+        due_now: list[int] = []
+        timers = part.timers
+        while timers and timers[0][0] <= now and len(due_now) < credit:
+            due_now.append(heapq.heappop(timers)[1])
+        part.not_before = timers[0][0] if timers else 0
+        if not due_now:
+            return 0, 0
+        framed = _read_framed(part.partition, sorted(due_now))
+        entries = [Waiting(o, None, framed[o][0]) for o in sorted(framed)]
+        for o in due_now:
+            if o not in framed:  # gone (retention): nothing to deliver
+                part.floor.add(o, o + 1)
+        if not entries:
+            return 0, 0
+        out.append(self._lease_locked(part, [e.offset for e in entries], 1, now, [e.raw for e in entries], entries))
+        return len(entries), sum(len(e.raw) for e in entries)
 
     def _fill_retry_path_locked(
         self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]
@@ -683,18 +773,34 @@ class Session:
             batches = log.read(offset, 1 << 20)
             if not batches:
                 break
+            stalled = False
             for batch in batches:
-                base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+                base, length, _m, _c, attrs, count, _first, max_ts = HEADER.unpack_from(batch, 0)[:8]
                 if base + count <= offset:
                     continue
                 spans = record_spans(batch, HEADER_SIZE, length)
-                attrs, max_ts = HEADER.unpack_from(batch, 0)[4], HEADER.unpack_from(batch, 0)[7]
                 append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
+                adds: list[Waiting] = []
+                later: list[tuple[int, bytes, int]] = []
                 for i in range(max(0, offset - base), count):
                     lo, hi = spans[i], spans[i + 1]
-                    keys.add(Waiting(base + i, record_key(batch, lo, hi), bytes(batch[lo:hi]), 0, append_time))
+                    raw = bytes(batch[lo:hi])
+                    if attrs & ATTR_DELIVERY_TIME:
+                        due = delivery_time(batch, lo, hi)
+                        if due > now:
+                            later.append((base + i, raw, due))
+                            continue
+                    adds.append(Waiting(base + i, record_key(batch, lo, hi), raw, 0, append_time))
+                if later and not self._coordinator._set_aside_locked(self._group, part, later):
+                    part.not_before = now + 1000
+                    stalled = True
+                    break
+                for entry in adds:
+                    keys.add(entry)
                 offset = base + count
             part.next_offset = offset
+            if stalled:
+                break
         entries = keys.take(credit)
         if not entries:
             return 0, 0
@@ -939,7 +1045,8 @@ class Session:
         else:
             keys = [e.key for e in entries]
         for key in keys:
-            if key is not None and origin.keys.is_busy(key):
+            if key is not None and key in origin.held:
+                origin.held.discard(key)
                 origin.keys.release(key)
         if origin.owner is not None:
             origin.owner.wake()
@@ -947,7 +1054,7 @@ class Session:
     def _ack_lease_locked(self, lease: _Lease) -> None:
         self._drop_locked(lease)
         part = lease.part
-        if part.origin is not None and self._group.mode is DeliveryMode.KEY_ORDERED:
+        if part.kind == "tier" and self._group.mode is DeliveryMode.KEY_ORDERED:
             self._release_origin_keys_locked(part, lease)
         offsets = lease.offsets
         if isinstance(offsets, range):
@@ -1219,8 +1326,7 @@ class GroupCoordinator:
             with state.lock:
                 for tp in needed:
                     if tp not in state.parts:
-                        part = self._broker.partition(tp.topic, tp.partition)
-                        state.parts[tp] = _Part(tp, part, starts[tp], state.mode, routes[tp])
+                        state.parts[tp] = self._new_part(state, tp, starts[tp], routes[tp])
                 self._hold_retried_keys_locked(state, needed)
                 now = self.clock()
                 session = Session(self, state, options, peer, now)
@@ -1246,15 +1352,51 @@ class GroupCoordinator:
 
     def _consumed(self, group: str, topics: Iterable[str]) -> dict[TopicPartition, str | None]:
         """Every partition the group reads: of its topics (origin None), and of the retry
-        tiers and redrive topics that exist for them (origin: the topic they serve)."""
+        tiers, redrive and delay topics that exist for them (origin: the topic they serve)."""
         out: dict[TopicPartition, str | None] = {tp: None for tp in self._topic_partitions(topics)}
         names = [t.name for t in self._broker.list_topics()]
         for topic in topics:
+            extra = (redrive_topic(topic, group), delay_topic(topic, group))
             for name in names:
-                if parse_tier_topic(name, topic, group) is not None or name == redrive_topic(topic, group):
+                if parse_tier_topic(name, topic, group) is not None or name in extra:
                     for tp in self._topic_partitions([name]):
                         out[tp] = topic
         return out
+
+    def _new_part(self, state: _GroupState, tp: TopicPartition, start: int, origin: str | None) -> _Part:
+        partition = self._broker.partition(tp.topic, tp.partition)
+        if origin is None:
+            kind = "main"
+        elif tp.topic == delay_topic(origin, state.name):
+            kind = "delay"
+        elif tp.topic == redrive_topic(origin, state.name):
+            kind = "redrive"
+        else:
+            kind = "tier"
+        assert state.mode is not None
+        return _Part(tp, partition, start, state.mode, origin, kind)
+
+    def _set_aside_locked(self, state: _GroupState, part: _Part, later: list[tuple[int, bytes, int]]) -> bool:
+        """Copy records not due yet to the group's delay topic (durably) and count them done
+        here; False (nothing done) if that failed.  Caller holds the group lock."""
+        dest = delay_topic(part.tp.topic, state.name)
+        now = self.clock()
+        records = [
+            with_provenance(raw, Provenance(part.tp.topic, part.tp.partition, offset, 0, 0, "", due, 0))
+            for offset, raw, due in later
+        ]
+        try:
+            self._ensure_topic(dest, len(self._broker.topic(part.tp.topic).partitions))
+            stamps = [_record_timestamp(r) for r in records]
+            encoded = EncodedRecords(b"".join(records), len(records), stamps[0], max(stamps))
+            self._broker.append(dest, part.tp.partition, encoded, Acks.DURABLE, append_time_ms=now)
+        except LogstoreError as exc:
+            _LOGGER.error("group %s: setting delayed records of %s aside failed: %s; retrying", state.name, part.tp, exc)
+            return False
+        for offset, _raw, _due in later:
+            part.floor.add(offset, offset + 1)
+        self._mark_dirty(state)
+        return True
 
     def _hold_retried_keys_locked(self, state: _GroupState, new: list[TopicPartition]) -> None:
         """KEY_ORDERED: a key with a record in a retry tier holds its later records back.
@@ -1263,7 +1405,7 @@ class GroupCoordinator:
             return
         for tp in new:
             part = state.parts[tp]
-            if part.origin is None or not tp.topic.startswith(f"{part.origin}.{state.name}.retry."):
+            if part.kind != "tier":
                 continue
             origin = state.parts.get(TopicPartition(part.origin, tp.partition))
             if origin is None or origin.keys is None:
@@ -1281,6 +1423,7 @@ class GroupCoordinator:
                         key = record_key(batch, spans[i], spans[i + 1])
                         if key is not None and not origin.keys.is_busy(key):
                             origin.keys.hold(key)
+                            origin.held.add(key)
                     offset = base + count
 
     def _start_offsets(
@@ -1406,7 +1549,7 @@ class GroupCoordinator:
                     old = read_provenance(raw) if part.origin is not None else None
                     origin = (old.origin_topic, old.origin_partition, old.origin_offset) if old else (
                         part.tp.topic, part.tp.partition, offset)
-                    first_failure = old.first_failure_ms if old else now
+                    first_failure = old.first_failure_ms if old and old.first_failure_ms else now
                     if dead:
                         dest = dlq_topic(source, state.name)
                         prov = Provenance(*origin, lease.attempt, first_failure, reason, 0, now)
@@ -1435,6 +1578,10 @@ class GroupCoordinator:
                 part = lease.part
                 if part.epoch != lease.epoch:
                     continue
+                if not dead and part.keys is not None and lease.entries is not None:
+                    for entry in lease.entries:  # the key waits for its record in the retry tier
+                        if entry.key is not None and part.keys.is_busy(entry.key):
+                            part.held.add(entry.key)
                 offsets = lease.offsets
                 for a, b in (_offset_runs(offsets) if not isinstance(offsets, range) else [(offsets.start, offsets.stop)]):
                     part.floor.add(a, b)
@@ -1442,9 +1589,10 @@ class GroupCoordinator:
                     if part.keys is not None and lease.entries is not None:
                         for entry in lease.entries:
                             slot = KeyScheduler.slot(entry)
+                            part.held.discard(entry.key)
                             if part.keys.is_busy(slot):
                                 part.keys.release(slot)
-                    elif part.origin is not None:
+                    elif part.kind == "tier":
                         session._release_origin_keys_locked(part, lease)
                 if part.owner is not None:
                     part.owner.wake()
@@ -1757,8 +1905,7 @@ class GroupCoordinator:
             with state.lock:
                 for tp in new:
                     if tp not in state.parts and state.mode is not None:
-                        partition = self._broker.partition(tp.topic, tp.partition)
-                        state.parts[tp] = _Part(tp, partition, starts[tp], state.mode, current[tp])
+                        state.parts[tp] = self._new_part(state, tp, starts[tp], current[tp])
                 self._hold_retried_keys_locked(state, [tp for tp in new if tp in state.parts])
                 state.membership = state.membership.with_partitions(state.parts)
                 self._apply_assignment_locked(state)

@@ -56,6 +56,7 @@ __all__ = [
     "tier_topic",
     "dlq_topic",
     "redrive_topic",
+    "delay_topic",
     "parse_tier_topic",
 ]
 
@@ -75,6 +76,11 @@ def tier_topic(topic: str, group: str, delay_ms: int) -> str:
 def dlq_topic(topic: str, group: str) -> str:
     """The dead-letter topic of ``group`` for ``topic``."""
     return f"{topic}.{group}.dlq"
+
+
+def delay_topic(topic: str, group: str) -> str:
+    """Where ``group`` sets aside records of ``topic`` whose delivery time has not come."""
+    return f"{topic}.{group}.delay"
 
 
 def redrive_topic(topic: str, group: str) -> str:

@@ -25,7 +25,8 @@ from logstore.server.status import (
     translate_errors,
     translate_stream_errors,
 )
-from logstore.storage.records import RECORDS_FIELD_TAG, EncodedRecords
+from logstore.storage.batch import ATTR_DELIVERY_TIME
+from logstore.storage.records import DELIVERY_TIME_TAGS, RECORDS_FIELD_TAG, EncodedRecords
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -376,4 +377,13 @@ def _encode_share(share: log_pb2.ProduceRequest, now_ms: int, received: memoryvi
         data = share.SerializeToString()
     else:
         data = bytes(received)
-    return EncodedRecords(data, len(timestamps), timestamps[0], max(timestamps))
+    attributes = 0
+    if DELIVERY_TIME_TAGS[0] in data or DELIVERY_TIME_TAGS[1] in data:
+        # The two-byte tags can also occur inside values; only then look at each record.
+        for r in records:
+            which = r.WhichOneof("delivery_time")
+            if which is not None:
+                if getattr(r, which) < 0:
+                    raise InvalidArgument(f"{which} must not be negative, got {getattr(r, which)}")
+                attributes = ATTR_DELIVERY_TIME
+    return EncodedRecords(data, len(timestamps), timestamps[0], max(timestamps), attributes)

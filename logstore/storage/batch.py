@@ -45,6 +45,8 @@ from logstore.storage.crc import crc32c
 from logstore.storage.records import EncodedRecords, Record, decode_records, encode_records
 
 __all__ = [
+    "ATTR_TIMESTAMP_LOG_APPEND",
+    "ATTR_DELIVERY_TIME",
     "HEADER",
     "HEADER_SIZE",
     "MAGIC",
@@ -63,6 +65,9 @@ MAGIC = 1
 
 ATTR_TIMESTAMP_LOG_APPEND = 0x08
 """Attribute bit 3: timestamps were set by the log at append time."""
+ATTR_DELIVERY_TIME = 0x10
+"""Attribute bit 4: at least one record carries a delivery time (fields 16/17 of
+``Record``); batches without it can be served to groups without looking inside."""
 
 HEADER = struct.Struct(
     "<"
@@ -142,7 +147,7 @@ def build_batch_from_encoded(
     if length > MAX_BATCH_LENGTH:
         raise InvalidArgument(f"a batch of {length} bytes exceeds the format's 2 GiB limit")
     fields = (
-        attributes,
+        attributes | encoded.attributes,
         encoded.count,
         encoded.first_timestamp,
         encoded.max_timestamp,

@@ -58,6 +58,8 @@ __all__ = [
     "record_sizes",
     "record_spans",
     "record_key",
+    "delivery_time",
+    "DELIVERY_TIME_TAGS",
     "encode_varint",
     "read_varint",
     "encode_records",
@@ -125,6 +127,8 @@ class EncodedRecords:
     count: int
     first_timestamp: int
     max_timestamp: int
+    attributes: int = 0
+    """Batch attribute bits the records call for (e.g. ``batch.ATTR_DELIVERY_TIME``)."""
 
 
 def encode_records(records: Iterable[Record]) -> EncodedRecords:
@@ -372,6 +376,41 @@ def record_key(data: bytes | memoryview, pos: int, end: int) -> bytes | None:
     if pos != stop:
         raise CorruptBatch("a record's last field runs past the end of the record")
     return key
+
+
+_TAG_DELIVER_AFTER = 16 << 3  # Record.deliver_after_ms = 16, varint: bytes 0x80 0x01
+_TAG_DELIVER_AT = 17 << 3  # Record.deliver_at_ms = 17, varint: bytes 0x88 0x01
+DELIVERY_TIME_TAGS = (b"\x80\x01", b"\x88\x01")
+"""The encoded tags of the delivery-time fields: records without these byte pairs carry none."""
+
+
+def delivery_time(data: bytes | memoryview, pos: int, end: int) -> int:
+    """When the framed record at ``data[pos:end]`` may be delivered to groups (epoch ms):
+    its ``deliver_at_ms``, or ``timestamp_ms + deliver_after_ms``; 0 if it has neither.
+
+    Raises CorruptBatch on structural damage.
+    """
+    if data[pos] != RECORDS_FIELD_TAG:
+        raise CorruptBatch(f"expected a record tag 0x0A, found {data[pos]:#04x}")
+    n, pos = _read_len(data, pos + 1, end)
+    stop = pos + n
+    timestamp = after = at = 0
+    while pos < stop:
+        tag, pos = _read_varint(data, pos, stop)
+        if tag in (_TAG_TIMESTAMP, _TAG_DELIVER_AFTER, _TAG_DELIVER_AT):
+            raw, pos = _read_varint(data, pos, stop)
+            value = raw - (1 << 64) if raw > _I64_MAX else raw
+            if tag == _TAG_TIMESTAMP:
+                timestamp = value
+            elif tag == _TAG_DELIVER_AFTER:
+                after, at = value, 0
+            else:
+                at, after = value, 0
+        else:
+            pos = _skip_field(data, tag, pos, stop)
+    if at:
+        return at
+    return timestamp + after if after else 0
 
 
 def encode_varint(n: int) -> bytes:

@@ -25,16 +25,20 @@ class Header(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("timestamp_ms", "key", "value", "headers")
+    __slots__ = ("timestamp_ms", "key", "value", "headers", "deliver_after_ms", "deliver_at_ms")
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
     timestamp_ms: int
     key: bytes
     value: bytes
     headers: _containers.RepeatedCompositeFieldContainer[Header]
-    def __init__(self, timestamp_ms: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+    deliver_after_ms: int
+    deliver_at_ms: int
+    def __init__(self, timestamp_ms: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., deliver_after_ms: _Optional[int] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...
 
 class RecordBatch(_message.Message):
     __slots__ = ("records", "base_offset", "partition", "max_timestamp_ms", "record_count", "timestamp_type")
@@ -53,15 +57,19 @@ class RecordBatch(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., base_offset: _Optional[int] = ..., partition: _Optional[int] = ..., max_timestamp_ms: _Optional[int] = ..., record_count: _Optional[int] = ..., timestamp_type: _Optional[_Union[TimestampType, str]] = ...) -> None: ...
 
 class ProducerRecord(_message.Message):
-    __slots__ = ("timestamp_ms", "key", "value", "headers", "partition")
+    __slots__ = ("timestamp_ms", "key", "value", "headers", "partition", "deliver_after_ms", "deliver_at_ms")
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
     timestamp_ms: int
     key: bytes
     value: bytes
     headers: _containers.RepeatedCompositeFieldContainer[Header]
     partition: int
-    def __init__(self, timestamp_ms: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., partition: _Optional[int] = ...) -> None: ...
+    deliver_after_ms: int
+    deliver_at_ms: int
+    def __init__(self, timestamp_ms: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., partition: _Optional[int] = ..., deliver_after_ms: _Optional[int] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...
