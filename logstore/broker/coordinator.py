@@ -86,7 +86,7 @@ from logstore.broker.offsets import CommittedOffset, OffsetStore
 from logstore.broker.policies import PolicyStore
 from logstore.broker.provenance import Provenance, read_provenance, with_provenance
 from logstore.broker.retry import RetryPolicy, delay_topic, dlq_topic, parse_tier_topic, redrive_topic, tier_topic
-from logstore.broker.config import TopicConfig
+from logstore.broker.deadletters import DeadLetters
 from logstore.broker.topic import Partition
 from logstore.clock import Clock
 from logstore.errors import (
@@ -124,7 +124,6 @@ __all__ = [
     "GroupDescription",
     "GroupSummary",
     "SeekTarget",
-    "DeadLetter",
     "GroupCoordinator",
     "LOOKAHEAD",
 ]
@@ -260,16 +259,6 @@ class GroupSummary:
     name: str
     member_count: int
     topics: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record in a group's dead-letter topic."""
-
-    partition: int
-    offset: int
-    record: Record
-    provenance: Provenance | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1245,6 +1234,8 @@ class GroupCoordinator:
         self._policies = policies if policies is not None else PolicyStore.open(broker)
         self._rng = rng or random.Random()
         self.clock: Clock = clock or broker.clock
+        self.dead_letters = DeadLetters(broker, offsets, self.clock, self._ensure_topic)
+        """Listing, redriving and purging the groups' dead-letter topics."""
         self._lock = threading.Lock()
         """Guards ``_groups`` (the map only)."""
         self._groups: dict[str, _GroupState] = {}
@@ -1639,126 +1630,6 @@ class GroupCoordinator:
     def retry_policies(self, group: str) -> dict[str, RetryPolicy]:
         validate_group_name(group)
         return self._policies.of_group(group)
-
-    # -- dead letters -------------------------------------------------------------------------------
-
-    def _dlq_partitions(self, group: str, topic: str) -> list[Partition]:
-        validate_group_name(group)
-        validate_topic_name(topic)
-        name = dlq_topic(topic, group)
-        try:
-            return list(self._broker.topic(name).partitions)
-        except NotFound:
-            raise NotFound(
-                f"group {group!r} has no dead-letter topic for {topic!r} ({name!r}); set a retry policy first"
-            ) from None
-
-    def _dlq_cursors(self, group: str, topic: str, partitions: list[Partition]) -> dict[int, int]:
-        """Per DLQ partition: dead letters below this offset were redriven or purged."""
-        stored = self._offsets.fetch(group)
-        name = dlq_topic(topic, group)
-        out = {}
-        for p in partitions:
-            committed = stored.get(TopicPartition(name, p.index))
-            out[p.index] = max(p.log.log_start_offset, committed.offset if committed else 0)
-        return out
-
-    def list_dead_letters(
-        self,
-        group: str,
-        topic: str,
-        *,
-        key: bytes | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        after: tuple[int, int] = (-1, -1),
-        limit: int = 100,
-    ) -> tuple[list["DeadLetter"], tuple[int, int] | None]:
-        """Dead letters in (partition, offset) order after ``after``, filtered by key and by
-        when they were dead-lettered; with the position to continue from (None at the end)."""
-        partitions = self._dlq_partitions(group, topic)
-        cursors = self._dlq_cursors(group, topic, partitions)
-        found: list[DeadLetter] = []
-        for p in partitions:
-            if p.index < after[0]:
-                continue
-            offset = max(cursors[p.index], after[1] + 1 if p.index == after[0] else 0)
-            for off, raw in _iter_framed(p, offset):
-                prov = read_provenance(raw)
-                record = next(decode_records(raw))[1]
-                if key is not None and record.key != key:
-                    continue
-                when = prov.dead_lettered_ms if prov else 0
-                if (since_ms is not None and when < since_ms) or (until_ms is not None and when >= until_ms):
-                    continue
-                if len(found) == limit:
-                    last = found[-1]
-                    return found, (last.partition, last.offset)
-                found.append(DeadLetter(p.index, off, record, prov))
-        return found, None
-
-    def redrive(self, group: str, topic: str, *, records_per_second: int = 1000) -> Iterator[tuple[int, int]]:
-        """Copy every dead letter back into the group's delivery path (attempts reset), a
-        chunk at a time, durably, moving the DLQ cursor after each chunk; yields
-        (redriven so far, total).  Resumable: a crash repeats at most the last chunk."""
-        if not 1 <= records_per_second <= 1_000_000:
-            raise InvalidArgument(f"records_per_second must be in [1, 1000000], got {records_per_second}")
-        partitions = self._dlq_partitions(group, topic)
-        state = self._group_state(group, create=True)
-        assert state is not None
-        cursors = self._dlq_cursors(group, topic, partitions)
-        total = sum(max(0, p.log.log_end_offset - cursors[p.index]) for p in partitions)
-        target = redrive_topic(topic, group)
-        self._ensure_topic(target, len(partitions))
-        chunk = max(1, min(500, records_per_second // 10 or 1))
-        done = 0
-        started = time.monotonic()
-        yield done, total
-        for p in partitions:
-            end = p.log.log_end_offset
-            offset = cursors[p.index]
-            while offset < end:
-                batch = []
-                last = offset
-                for off, raw in _iter_framed(p, offset, end):
-                    old = read_provenance(raw)
-                    now = self.clock()
-                    prov = Provenance(
-                        old.origin_topic if old else topic, old.origin_partition if old else p.index,
-                        old.origin_offset if old else off, 0, old.first_failure_ms if old else now,
-                        old.error if old else "", 0, 0,
-                    )
-                    batch.append(with_provenance(raw, prov))
-                    last = off
-                    if len(batch) >= chunk:
-                        break
-                if not batch:
-                    break
-                stamps = [_record_timestamp(r) for r in batch]
-                encoded = EncodedRecords(b"".join(batch), len(batch), stamps[0], max(stamps))
-                self._broker.append(target, p.index, encoded, Acks.DURABLE)
-                offset = last + 1
-                with state.commit_lock:
-                    self._offsets.commit(group, {TopicPartition(dlq_topic(topic, group), p.index): CommittedOffset(offset, "redrive", self.clock())})
-                done += len(batch)
-                yield done, total
-                pause = started + done / records_per_second - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-
-    def purge_dead_letters(self, group: str, topic: str) -> int:
-        """Drop every dead letter of ``group`` for ``topic`` (moves the DLQ cursor to the end)."""
-        partitions = self._dlq_partitions(group, topic)
-        cursors = self._dlq_cursors(group, topic, partitions)
-        name = dlq_topic(topic, group)
-        now = self.clock()
-        ends = {TopicPartition(name, p.index): CommittedOffset(p.log.log_end_offset, "purge", now) for p in partitions}
-        purged = sum(max(0, p.log.log_end_offset - cursors[p.index]) for p in partitions)
-        state = self._group_state(group, create=True)
-        assert state is not None
-        with state.commit_lock:
-            self._offsets.commit(group, ends)
-        return purged
 
     # -- committing -------------------------------------------------------------------------------
 

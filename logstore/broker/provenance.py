@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from logstore.errors import CorruptBatch
 from logstore.storage.records import RECORDS_FIELD_TAG, encode_varint, read_varint
 
-__all__ = ["Provenance", "PREFIX", "with_provenance", "read_provenance", "MAX_ERROR_BYTES"]
+__all__ = ["Provenance", "PREFIX", "with_provenance", "read_provenance", "resolved_offset", "due_ms", "MAX_ERROR_BYTES"]
 
 PREFIX = "logstore."
 MAX_ERROR_BYTES = 4096
@@ -190,3 +190,16 @@ def due_ms(framed: bytes | memoryview) -> int:
         return int(raw) if raw is not None else 0
     except ValueError:
         return 0
+
+
+def resolved_offset(framed: bytes | memoryview) -> int | None:
+    """For a dead-letter resolution marker (header ``logstore.resolves``): the offset it
+    resolves; None for any other record."""
+    _fields, ours = _walk(framed)
+    raw = ours.get("logstore.resolves")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None

@@ -30,6 +30,7 @@ from logstore.broker.coordinator import (
     StartPosition,
 )
 from logstore.broker.names import validate_group_name
+from logstore.broker.deadletters import DeadLetterFilter
 from logstore.broker.offsets import CommittedOffset
 from logstore.broker.retry import RetryPolicy, dlq_topic, tier_topic
 from logstore.errors import FailedPrecondition, InvalidArgument
@@ -112,6 +113,14 @@ def _ranges(ids: groups_pb2.DeliveryIds) -> list[tuple[int, int]]:
     out = [(i, i + 1) for i in ids.ids]
     out.extend((r.first_id, r.end_id) for r in ids.ranges)
     return out
+
+
+def _filter(request) -> DeadLetterFilter:  # noqa: ANN001 - ListDeadLetters or RedriveDeadLetters request
+    return DeadLetterFilter(
+        key=request.key if request.HasField("key") else None,
+        since_ms=request.since_ms if request.HasField("since_ms") else None,
+        until_ms=request.until_ms if request.HasField("until_ms") else None,
+    )
 
 
 def _decode_position(token: str) -> tuple[int, int]:
@@ -324,14 +333,8 @@ class GroupService:
         if request.page_size < 0:
             raise InvalidArgument(f"page_size must not be negative, got {request.page_size}")
         after = _decode_position(request.page_token)
-        letters, more = self._coordinator.list_dead_letters(
-            request.group,
-            request.topic,
-            key=request.key if request.HasField("key") else None,
-            since_ms=request.since_ms if request.HasField("since_ms") else None,
-            until_ms=request.until_ms if request.HasField("until_ms") else None,
-            after=after,
-            limit=min(request.page_size or 100, 1000),
+        letters, more = self._coordinator.dead_letters.list(
+            request.group, request.topic, _filter(request), after, min(request.page_size or 100, 1000)
         )
         out = []
         for d in letters:
@@ -360,14 +363,14 @@ class GroupService:
         self, request: groups_pb2.RedriveDeadLettersRequest, context: grpc.ServicerContext
     ) -> Iterator[groups_pb2.RedriveDeadLettersResponse]:
         rate = request.records_per_second or 1000
-        for done, total in self._coordinator.redrive(request.group, request.topic, records_per_second=rate):
+        for done, total in self._coordinator.dead_letters.redrive(request.group, request.topic, _filter(request), rate):
             if not context.is_active():
                 return
             yield g.RedriveDeadLettersResponse(redriven=done, total=total)
 
     @translate_errors
     def PurgeDeadLetters(self, request: groups_pb2.PurgeDeadLettersRequest, context: grpc.ServicerContext) -> groups_pb2.PurgeDeadLettersResponse:
-        return g.PurgeDeadLettersResponse(purged=self._coordinator.purge_dead_letters(request.group, request.topic))
+        return g.PurgeDeadLettersResponse(purged=self._coordinator.dead_letters.purge(request.group, request.topic))
 
     # -- registration ---------------------------------------------------------------------------------
 

@@ -227,3 +227,41 @@ def test_a_policy_whose_retry_topics_another_pair_already_uses_is_refused(server
     details = expect_status(grpc.StatusCode.FAILED_PRECONDITION, stub.SetRetryPolicy, g.SetRetryPolicyRequest(
         group="b.c", topic="a", policy=g.RetryPolicy(max_attempts=2)))
     assert "a.b.c" in details and "rename" in details
+
+
+def test_filtered_redrive_takes_only_matching_dead_letters_once(server: RunningServer, channel, stub) -> None:
+    """A redrive by key moves only those dead letters; a later full redrive moves the rest, none twice."""
+    Admin(server.address).create_topic("orders", 1)
+    stub.SetRetryPolicy(g.SetRetryPolicyRequest(group="mail", topic="orders", policy=g.RetryPolicy(max_attempts=1)))
+    state = {"fail": True}
+    got: list[Got] = []
+
+    def handle(member: RawMember, batch: list[Got]) -> None:
+        for x in batch:
+            got.append(x)
+            if state["fail"]:
+                member.nack(x.delivery_id, reason="down")
+            else:
+                member.ack(x.delivery_id)
+
+    def letters() -> list:
+        return list(stub.ListDeadLetters(g.ListDeadLettersRequest(group="mail", topic="orders")).dead_letters)
+
+    m = RawMember(channel, "mail", ["orders"], on_delivery=handle)
+    m.wait_for(lambda m: bool(m.responses))
+    produce(server.address, "orders", [(b"k%d" % (i % 5), b"v%d" % i) for i in range(10)])
+    wait_all([m], lambda: len(letters()) == 10, what="ten dead letters")
+    state["fail"] = False
+    done = list(stub.RedriveDeadLetters(g.RedriveDeadLettersRequest(group="mail", topic="orders", key=b"k3")))
+    assert done[-1].redriven == done[-1].total == 2
+    wait_all([m], lambda: len(got) >= 12, what="the two redriven records")
+    assert sorted(x.value for x in got[10:]) == [b"v3", b"v8"]
+    assert sorted(d.record.value for d in letters()) == sorted(b"v%d" % i for i in range(10) if i % 5 != 3)
+    assert all(d.record.HasField("key") for d in letters()), "markers are not listed as dead letters"
+    done = list(stub.RedriveDeadLetters(g.RedriveDeadLettersRequest(group="mail", topic="orders")))
+    assert done[-1].redriven == 8
+    wait_all([m], lambda: len(got) >= 20, what="the rest")
+    time.sleep(0.3)
+    assert sorted(x.value for x in got[10:]) == sorted(b"v%d" % i for i in range(10)), "each dead letter once"
+    assert letters() == []
+    m.leave()

@@ -429,14 +429,20 @@ class ListDeadLettersResponse(_message.Message):
     def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RedriveDeadLettersRequest(_message.Message):
-    __slots__ = ("group", "topic", "records_per_second")
+    __slots__ = ("group", "topic", "records_per_second", "key", "since_ms", "until_ms")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     RECORDS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     group: str
     topic: str
     records_per_second: int
-    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., records_per_second: _Optional[int] = ...) -> None: ...
+    key: bytes
+    since_ms: int
+    until_ms: int
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., records_per_second: _Optional[int] = ..., key: _Optional[bytes] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
 
 class RedriveDeadLettersResponse(_message.Message):
     __slots__ = ("redriven", "total")

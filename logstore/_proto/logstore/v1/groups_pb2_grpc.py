@@ -262,9 +262,10 @@ class GroupsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RedriveDeadLetters(self, request, context):
-        """Puts every dead letter of a group for a topic back into the group's
-        delivery path (the redrive topic), with its attempts reset, at most
-        `records_per_second`.  Streams progress.  Each chunk is appended durably
+        """Puts the dead letters of a group for a topic (all, or those matching the
+        key and time filters) back into the group's delivery path (the redrive
+        topic), with their attempts reset, at most `records_per_second`.
+        Streams progress.  Each chunk is appended durably
         before the dead-letter cursor moves past it, so a redrive cut short (the
         client cancels, the broker crashes) is resumed by calling it again, and
         repeats at most the chunk in flight (at-least-once).
