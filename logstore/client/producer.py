@@ -64,6 +64,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures._base import FINISHED, PENDING
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterable, Mapping, Sequence
 
 import grpc
@@ -120,6 +121,8 @@ _T_TIMESTAMP = b"\x10"  # timestamp_ms (field 2, varint)
 _T_KEY = b"\x1a"  # key (field 3, length-delimited)
 _T_VALUE = b"\x22"  # value (field 4, length-delimited)
 _T_HEADER = b"\x2a"  # headers (field 5, length-delimited)
+_T_DELIVER_AFTER = b"\x80\x01"  # deliver_after_ms (field 16, varint)
+_T_DELIVER_AT = b"\x88\x01"  # deliver_at_ms (field 17, varint)
 _T_HEADER_NAME = b"\x0a"  # Header.name (field 1)
 _T_HEADER_VALUE = b"\x12"  # Header.value (field 2)
 # Tags of ProduceRequest / ProduceStreamRequest (log.proto).
@@ -162,6 +165,8 @@ def encode_record(
     key: bytes | None,
     value: bytes | None,
     headers: Iterable[tuple[str, bytes]] = (),
+    deliver_after_ms: int | None = None,
+    deliver_at_ms: int | None = None,
 ) -> bytes:
     """One record as an element of ``ProduceRequest.records``: tag, length, ProducerRecord.
 
@@ -185,8 +190,26 @@ def encode_record(
             )
         )
         body += (_T_HEADER, _varint(len(header)), header)
+    if deliver_after_ms is not None:
+        body.append(_T_DELIVER_AFTER + _encode_varint(deliver_after_ms))
+    elif deliver_at_ms is not None:
+        body.append(_T_DELIVER_AT + _encode_varint(deliver_at_ms))
     encoded = b"".join(body)
     return _T_RECORD + _varint(len(encoded)) + encoded
+
+
+def _delivery_time(deliver_after_ms: object, deliver_at: object) -> tuple[int | None, int | None]:
+    """Checked ``(deliver_after_ms, deliver_at_ms)`` of ``send``; exactly one is set."""
+    if deliver_after_ms is not None and deliver_at is not None:
+        raise InvalidArgument("give deliver_after_ms or deliver_at, not both")
+    if deliver_after_ms is not None:
+        if type(deliver_after_ms) is not int or deliver_after_ms < 0:
+            raise InvalidArgument(f"deliver_after_ms must be a non-negative int, got {deliver_after_ms!r}")
+        return deliver_after_ms, None
+    at = int(deliver_at.timestamp() * 1000) if isinstance(deliver_at, datetime) else deliver_at
+    if type(at) is not int or at < 0:
+        raise InvalidArgument(f"deliver_at must be epoch milliseconds (>= 0) or a datetime, got {deliver_at!r}")
+    return None, at
 
 
 def _record_body_size(framed: int) -> int:
@@ -696,6 +719,9 @@ class Producer:
         headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]] | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
+        *,
+        deliver_after_ms: int | None = None,
+        deliver_at: int | datetime | None = None,
     ) -> Future:
         """Queue one record; the future resolves to its ``RecordMetadata``.
 
@@ -705,7 +731,13 @@ class Producer:
         broker to stamp the record with its clock.  Raises
         ``InvalidArgument``/``RecordTooLarge`` for a bad record and
         ``FailedPrecondition`` once the producer is closed.
+
+        Delayed delivery: consumer groups get the record no earlier than
+        ``deliver_after_ms`` after its timestamp, or than ``deliver_at`` (epoch
+        ms or a ``datetime``); give at most one.  Readers of the raw log see it
+        at once.
         """
+        plain = deliver_after_ms is None and deliver_at is None
         if timestamp_ms is None and self._clock is None:
             until, timestamp_ms, ts_field, ts_len = self._now
             if _monotonic() >= until:
@@ -721,7 +753,7 @@ class Producer:
                 return _failed_future(exc)
         # The common records are framed from per-topic caches and sent as the parts
         # (head, timestamp field, key/value prefix, value); see _keyed_framing.
-        if headers is None and type(value) is bytes and type(key) is bytes:
+        if plain and headers is None and type(value) is bytes and type(key) is bytes:
             framing = meta.keys.get(key)
             if framing is None or framing[1] != len(value) or framing[2] != ts_len:
                 framing = _keyed_framing(meta, key, len(value), ts_len, framing)
@@ -730,7 +762,7 @@ class Producer:
             elif type(partition) is not int or partition < 0:
                 raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
             _, _, _, head, prefix, size = framing
-        elif headers is None and key is None and type(value) is bytes:
+        elif plain and headers is None and key is None and type(value) is bytes:
             framing = meta.values.get(len(value))
             if framing is None or framing[0] != ts_len:
                 framing = _keyless_framing(meta, len(value), ts_len)
@@ -738,8 +770,9 @@ class Producer:
                 raise InvalidArgument(f"partition must be a non-negative int, got {partition!r}")
             _, head, prefix, size = framing
         else:
+            delivery = None if plain else _delivery_time(deliver_after_ms, deliver_at)
             (head, ts_field, prefix, value), size, partition = self._encode(
-                meta, value, key, headers, partition, timestamp_ms, ts_field, ts_len
+                meta, value, key, headers, partition, timestamp_ms, ts_field, ts_len, delivery
             )
 
         lock = self._lock
@@ -926,6 +959,7 @@ class Producer:
         timestamp_ms: int,
         ts_field: bytes,
         ts_len: int,
+        delivery: tuple[int | None, int | None] | None = None,
     ) -> tuple[tuple[bytes, ...], int, int | None]:
         """``send`` for every record but a keyed one with bytes key and value and no headers:
         ``(record as four parts, size, partition)``, the partition None for the sticky one.
@@ -936,7 +970,7 @@ class Producer:
             value = _as_bytes(value, "value")
         if key is not None and type(key) is not bytes:
             key = _as_bytes(key, "key")
-        if headers is None and value is not None:
+        if headers is None and value is not None and delivery is None:
             n = len(value)  # type: ignore[arg-type]
             if key is None:
                 framing = meta.values.get(n)
@@ -956,6 +990,7 @@ class Producer:
             key,  # type: ignore[arg-type]
             value,  # type: ignore[arg-type]
             _normalize_headers(headers) if headers is not None else (),
+            *(delivery or (None, None)),
         )
         body = _record_body_size(len(encoded))
         if body > meta.record_limit:

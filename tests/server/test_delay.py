@@ -103,3 +103,26 @@ def test_key_ordered_group_sets_delayed_records_aside_too(server: RunningServer,
     assert all(x.value != b"later" for x in m.received)
     m.wait_for(lambda m: any(x.value == b"later" for x in m.received), timeout=5)
     m.leave()
+
+
+def test_python_producer_sends_delivery_times(server: RunningServer, channel: grpc.Channel) -> None:
+    """Producer.send(deliver_after_ms=...) and (deliver_at=datetime) reach the log; bad values are refused."""
+    from datetime import datetime, timezone
+
+    from logstore.client import Producer
+    from logstore.errors import InvalidArgument
+
+    Admin(server.address).create_topic("mail", 1)
+    at = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    with Producer(server.address) as producer:
+        producer.send("mail", b"a", key=b"k", deliver_after_ms=250).result(10)
+        producer.send("mail", b"b", deliver_at=at).result(10)
+        producer.send("mail", b"c", key=b"k").result(10)
+        for bad in ({"deliver_after_ms": -1}, {"deliver_at": "soon"}, {"deliver_after_ms": 1, "deliver_at": 5}):
+            with pytest.raises(InvalidArgument):
+                producer.send("mail", b"x", **bad)
+    fetched = log_pb2_grpc.LogStub(channel).Fetch(log_pb2.FetchRequest(topic="mail", partition=0, offset=0))
+    records = [r for b in fetched.batches for r in b.records]
+    assert [r.WhichOneof("delivery_time") for r in records] == ["deliver_after_ms", "deliver_at_ms", None]
+    assert records[0].deliver_after_ms == 250 and records[1].deliver_at_ms == int(at.timestamp() * 1000)
+    assert records[0].key == b"k" and records[2].value == b"c"
