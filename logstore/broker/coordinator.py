@@ -143,6 +143,8 @@ _DEFAULTS = {"max_in_flight": 1000, "ack_deadline_ms": 30_000, "session_timeout_
 class DeliveryMode(enum.Enum):
     PARTITION_ORDERED = "partition_ordered"
     KEY_ORDERED = "key_ordered"
+    UNORDERED = "unordered"
+    """Offset order for first deliveries, but a redelivery blocks nothing (ordering NONE)."""
 
 
 class Guarantee(enum.Enum):
@@ -566,39 +568,56 @@ class Session:
     def _fill_part_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
         if part.not_before > now and part.kind == "main":
             return 0, 0  # a delayed record could not be set aside; try again later
-        if part.kind == "delay" and not part.retry:
-            return self._fill_delay_locked(part, credit, budget, now, out)
-        if part.origin is not None and not part.retry:
-            return self._fill_retry_path_locked(part, credit, budget, now, out)
-        if part.keys is not None:
-            return self._fill_keyed_locked(part, credit, budget, now, out)
+        got = used = 0
         if part.retry:
-            offsets = sorted(part.retry)[:credit]
-            framed = _read_framed(part.partition, offsets)
-            kept, size = [], 0
-            for o in offsets:  # keep to the byte budget (at least one record)
-                if o in framed:
-                    size += len(framed[o][0])
-                    if kept and size > budget:
-                        break
-                kept.append(o)
-            offsets = kept
-            got = used = 0
-            pairs = [(o, (part.retry[o], framed[o][1])) for o in offsets if o in framed]
-            for (attempt, append_time), run in _runs_by_attempt(pairs):
-                chunks = [framed[o][0] for o in run]
-                for o in run:
-                    del part.retry[o]
+            got, used = self._redeliver_locked(part, credit, budget, now, out)
+            if self._group.mode is not DeliveryMode.UNORDERED or got >= credit or used >= budget:
+                return got, used
+        credit, budget = credit - got, budget - used
+        if part.kind == "delay":
+            more, size = self._fill_delay_locked(part, credit, budget, now, out)
+        elif part.origin is not None:
+            more, size = self._fill_retry_path_locked(part, credit, budget, now, out)
+        elif part.keys is not None:
+            more, size = self._fill_keyed_locked(part, credit, budget, now, out)
+        else:
+            more, size = self._fill_fresh_locked(part, credit, budget, now, out)
+        return got + more, used + size
+
+    def _redeliver_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
+        """Records of ``part.retry``, lowest offsets first; in PARTITION_ORDERED mode they
+        block the partition's fresh records until acked."""
+        blocking = self._group.mode is not DeliveryMode.UNORDERED
+        offsets = sorted(part.retry)[:credit]
+        framed = _read_framed(part.partition, offsets)
+        kept, size = [], 0
+        for o in offsets:  # keep to the byte budget (at least one record)
+            if o in framed:
+                size += len(framed[o][0])
+                if kept and size > budget:
+                    break
+            kept.append(o)
+        offsets = kept
+        got = used = 0
+        pairs = [(o, (part.retry[o], framed[o][1])) for o in offsets if o in framed]
+        for (attempt, append_time), run in _runs_by_attempt(pairs):
+            chunks = [framed[o][0] for o in run]
+            for o in run:
+                del part.retry[o]
+            if blocking:
                 part.redelivering += len(run)
-                out.append(self._lease_locked(part, run, attempt + 1, now, chunks, None, append_time, blocking=True))
-                got += len(run)
-                used += sum(len(c) for c in chunks)
-            for o in offsets:  # records that vanished (retention) are skipped
-                if o not in framed and o in part.retry:
-                    del part.retry[o]
-                    part.floor.add(o, o + 1)
-            return got, used
-        if part.redelivering:
+            out.append(self._lease_locked(part, run, attempt + 1, now, chunks, None, append_time, blocking=blocking))
+            got += len(run)
+            used += sum(len(c) for c in chunks)
+        for o in offsets:  # records that vanished (retention) are skipped
+            if o not in framed and o in part.retry:
+                del part.retry[o]
+                part.floor.add(o, o + 1)
+        return got, used
+
+    def _fill_fresh_locked(self, part: _Part, credit: int, budget: int, now: int, out: list[Delivery]) -> tuple[int, int]:
+        """Records never delivered, from ``next_offset``, as stored bytes where possible."""
+        if part.redelivering or credit <= 0:
             return 0, 0
         log = part.partition.log
         offset = part.next_offset

@@ -588,3 +588,19 @@ def test_flow_control_never_exceeds_max_in_flight(server: RunningServer, channel
     time.sleep(0.3)
     assert len(m.received) == 65 and len(m.pending) == 50
     m.leave()
+
+
+def test_unordered_mode_lets_records_pass_a_redelivery(server: RunningServer, channel: grpc.Channel) -> None:
+    """UNORDERED: a nacked record comes back, and later records of its partition flow meanwhile."""
+    Admin(server.address).create_topic("one", 1)
+    produce(server.address, "one", 5)
+    m = RawMember(channel, "g", ["one"], max_in_flight_records=2, delivery_mode=g.DELIVERY_MODE_UNORDERED)
+    m.wait_for(lambda m: len(m.received) >= 2)
+    a, b = m.snapshot()[:2]
+    m.nack(a.delivery_id)
+    m.ack(b.delivery_id)
+    m.wait_for(lambda m: len(m.received) >= 4)
+    third, fourth = m.snapshot()[2:4]
+    assert (third.offset, third.attempt) == (0, 2)
+    assert (fourth.offset, fourth.attempt) == (2, 1), "a later record went out while the redelivery was out"
+    m.leave()

@@ -14,6 +14,7 @@ class DeliveryMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_MODE_UNSPECIFIED: _ClassVar[DeliveryMode]
     DELIVERY_MODE_PARTITION_ORDERED: _ClassVar[DeliveryMode]
     DELIVERY_MODE_KEY_ORDERED: _ClassVar[DeliveryMode]
+    DELIVERY_MODE_UNORDERED: _ClassVar[DeliveryMode]
 
 class DeliveryGuarantee(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,6 +30,7 @@ class OffsetPosition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 DELIVERY_MODE_UNSPECIFIED: DeliveryMode
 DELIVERY_MODE_PARTITION_ORDERED: DeliveryMode
 DELIVERY_MODE_KEY_ORDERED: DeliveryMode
+DELIVERY_MODE_UNORDERED: DeliveryMode
 DELIVERY_GUARANTEE_UNSPECIFIED: DeliveryGuarantee
 DELIVERY_GUARANTEE_AT_LEAST_ONCE: DeliveryGuarantee
 DELIVERY_GUARANTEE_AT_MOST_ONCE: DeliveryGuarantee
