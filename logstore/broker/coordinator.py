@@ -910,7 +910,7 @@ class Session:
             self.report(InvalidArgument(f"a nack reason is at most 4096 characters, got {len(reason)}"))
             reason = reason[:4096]
         self._apply(ranges, lambda lease: self._fail_lease_locked(lease, reason or "nacked", terminal), "nack")
-        self._coordinator._run_forwards(self)
+        self._coordinator._schedule_forwards(self)
 
     def extend(self, ranges: Iterable[tuple[int, int]], extension_ms: int) -> None:
         """Move the deadline of these records to ``extension_ms`` from now."""
@@ -1207,28 +1207,28 @@ def _iter_framed(partition: Partition, start: int, end: int | None = None) -> It
 
 
 def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, tuple[bytes, int]]:
-    """The framed record bytes at each of ``offsets`` (sorted) still in the log, with the
-    batch's append time (0 unless its topic uses log-append time)."""
+    """The framed record bytes at each of ``offsets`` still in the log, with the batch's
+    append time (0 unless its topic uses log-append time).  Each stored batch that holds
+    some of them is read and walked once, however scattered the offsets are."""
     found: dict[int, tuple[bytes, int]] = {}
     log = partition.log
-    for a, b in _offset_runs(offsets):
-        pos = max(a, log.log_start_offset)
-        while pos < b:
-            batches = log.read(pos, 1 << 20)
-            if not batches:
-                break
-            for batch in batches:
-                base, length, _m, _c, attrs, count, _first, max_ts = HEADER.unpack_from(batch, 0)[:8]
-                if base + count <= pos:
-                    continue
-                append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
-                spans = record_spans(batch, HEADER_SIZE, length)
-                for o in range(max(pos, base), min(b, base + count)):
-                    i = o - base
-                    found[o] = (bytes(batch[spans[i] : spans[i + 1]]), append_time)
-                pos = min(b, base + count)
-                if pos >= b:
-                    break
+    wanted = sorted(set(offsets))
+    i = bisect.bisect_left(wanted, log.log_start_offset)
+    while i < len(wanted):
+        batches = log.read(wanted[i], 1)  # the batch holding wanted[i] (and maybe more)
+        if not batches:
+            break
+        for batch in batches:
+            base, length, _m, _c, attrs, count, _first, max_ts = HEADER.unpack_from(batch, 0)[:8]
+            if i >= len(wanted) or wanted[i] >= base + count:
+                continue
+            append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
+            spans = record_spans(batch, HEADER_SIZE, length)
+            while i < len(wanted) and wanted[i] < base + count:
+                k = wanted[i] - base
+                if k >= 0:
+                    found[wanted[i]] = (bytes(batch[spans[k] : spans[k + 1]]), append_time)
+                i += 1
     return found
 
 
@@ -1262,9 +1262,17 @@ class GroupCoordinator:
         self._dirty_cond = threading.Condition(threading.Lock())
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._failing: list[Session] = []
+        """Sessions with failed leases to move to the retry path (the forwarder thread's queue)."""
+        self._failing_cond = threading.Condition(threading.Lock())
+        self._forwarder = timers
         broker.add_deletion_listener(self._topic_deleted)
         if timers:
-            for name, target in (("logstore-group-timer", self._run_timer), ("logstore-group-commit", self._run_committer)):
+            for name, target in (
+                ("logstore-group-timer", self._run_timer),
+                ("logstore-group-commit", self._run_committer),
+                ("logstore-group-forward", self._run_forwarder),
+            ):
                 t = threading.Thread(target=target, name=name, daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -1530,6 +1538,29 @@ class GroupCoordinator:
 
     # -- the retry path ---------------------------------------------------------------------------
 
+    def _schedule_forwards(self, session: Session) -> None:
+        """Move the session's failed leases to the retry path: on the forwarder thread, so a
+        nack never holds up the acks read after it (at once when there is no thread)."""
+        if not self._forwarder:
+            self._run_forwards(session)
+            return
+        with self._failing_cond:
+            if session not in self._failing:
+                self._failing.append(session)
+                self._failing_cond.notify()
+
+    def _run_forwarder(self) -> None:
+        while not self._closed.is_set():
+            with self._failing_cond:
+                while not self._failing and not self._closed.is_set():
+                    self._failing_cond.wait(0.5)
+                sessions, self._failing = self._failing, []
+            for session in sessions:
+                try:
+                    self._run_forwards(session)
+                except Exception:  # noqa: BLE001 - _run_forwards already puts records back on errors
+                    _LOGGER.exception("moving failed records of %s to the retry path failed", session.member_id)
+
     def _run_forwards(self, session: Session) -> None:
         """Copy the session's failed leases to their retry tier or DLQ (durably), then count
         them done in their partition: a crash in between gives a duplicate, never a loss."""
@@ -1759,7 +1790,7 @@ class GroupCoordinator:
             with state.lock:
                 failing = [x for x in state.sessions.values() if x._forwards]
             for session in failing:
-                self._run_forwards(session)
+                self._schedule_forwards(session)
             for session, error in doomed:
                 self._remove(session, error)
             self._follow_topics(state, topics)
@@ -1956,6 +1987,8 @@ class GroupCoordinator:
         self._closed.set()
         with self._dirty_cond:
             self._dirty_cond.notify_all()
+        with self._failing_cond:
+            self._failing_cond.notify_all()
         for t in self._threads:
             t.join(timeout=5)
         with self._lock:
