@@ -1,6 +1,6 @@
-"""The ``logstore`` command: manage topics and consumer groups, produce and
-consume records (alone or as a member of a group), verify a data directory
-offline, and run the broker.
+"""The ``logstore`` command: manage topics and consumer groups (with their
+retry policies and dead letters), produce and consume records (alone or as a
+member of a group), verify a data directory offline, and run the broker.
 
 Every command that talks to a broker takes ``--broker HOST:PORT`` (default:
 the ``LOGSTORE_BROKER`` environment variable, else ``127.0.0.1:50051``).
@@ -11,7 +11,9 @@ or the network report.
 What the command does not do: TLS or authentication, committing offsets by
 hand (``groups seek`` moves them), or any output format but the ones
 documented per command (``consume`` writes JSON lines; the rest write text
-meant for people, ``--json`` where offered).
+meant for people, ``--json`` where offered).  ``dlq list`` cannot filter on
+a key that is not UTF-8, and its table shows only a preview of long keys,
+values and errors (``--json`` has them whole).
 """
 
 from __future__ import annotations
@@ -523,6 +525,259 @@ def _parse_time_ms(text: str) -> int:
     return int(_parse_time(text).timestamp() * 1000)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
+_DURATION_UNITS_MS = {None: 1, "ms": 1, "s": 1000, "m": 60_000}
+
+
+def _parse_duration_ms(text: str) -> int:
+    """Milliseconds from ``500``, ``500ms``, ``1.5s`` or ``2m`` (a bare number is milliseconds)."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. 500ms, 5s or 2m (a bare number is milliseconds)"
+        )
+    return round(float(found.group(1)) * _DURATION_UNITS_MS[found.group(2)])
+
+
+def _parse_delays(text: str) -> list[int]:
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"--delays takes durations separated by commas, e.g. 1s,5s,30s; got {text!r}")
+    return [_parse_duration_ms(part) for part in parts]
+
+
+def _parse_backoff(text: str) -> tuple[int, float, int]:
+    """``INITIAL[,MULTIPLIER[,MAX]]`` as (initial ms, multiplier, max ms); defaults 2 and 60 s."""
+    parts = [part.strip() for part in text.split(",")]
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"--backoff is INITIAL[,MULTIPLIER[,MAX]], e.g. 1s or 500ms,3,1m; got {text!r}"
+        )
+    initial = _parse_duration_ms(parts[0])
+    multiplier = 2.0
+    if len(parts) > 1:
+        try:
+            multiplier = float(parts[1])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"the MULTIPLIER of --backoff is a number, e.g. 2 or 1.5; got {parts[1]!r}") from None
+    maximum = _parse_duration_ms(parts[2]) if len(parts) > 2 else 60_000
+    return initial, multiplier, maximum
+
+
+def _parse_fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.2, got {text!r}") from None
+
+
+def _cmd_groups_retry_policy(args: argparse.Namespace) -> int:
+    from logstore.client import Admin, RetryPolicy
+
+    policy = None
+    if args.clear:
+        given = [flag for flag, value in (("--delays", args.delays), ("--backoff", args.backoff), ("--jitter", args.jitter))
+                 if value is not None]
+        if given:
+            _err(f"error: {', '.join(given)} cannot be used with --clear")
+            return 2
+    elif args.delays is None and args.backoff is None:
+        _err("error: --max-attempts needs the waits between attempts: --delays 1s,5s,30s or --backoff INITIAL[,MULTIPLIER[,MAX]]")
+        return 2
+    elif args.delays is not None:
+        policy = RetryPolicy(args.max_attempts, delays_ms=tuple(args.delays), jitter=args.jitter or 0.0)
+    else:
+        initial, multiplier, maximum = args.backoff
+        policy = RetryPolicy(
+            args.max_attempts,
+            initial_delay_ms=initial,
+            multiplier=multiplier,
+            max_delay_ms=maximum,
+            jitter=args.jitter or 0.0,
+        )
+    with Admin(_broker(args)) as admin:
+        retry_topics, dead_letter_topic = admin.set_retry_policy(args.group, args.topic, policy)
+    if policy is None:
+        print(f"cleared the retry policy of group {args.group!r} for topic {args.topic!r}")
+        return 0
+    print(f"set the retry policy of group {args.group!r} for topic {args.topic!r}: at most {policy.max_attempts} attempt(s)")
+    print("retry topics:" + ("" if retry_topics else " none"))
+    for name in retry_topics:
+        print(f"  {name}")
+    print(f"dead-letter topic: {dead_letter_topic}")
+    return 0
+
+
+# --- dead letters -------------------------------------------------------------------------
+
+
+def _clip(text: str, width: int) -> str:
+    """``text`` on one line (control characters escaped), cut to ``width`` with '...'."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _preview(data: bytes | None, width: int) -> str:
+    if data is None:
+        return "-"
+    if not data:
+        return '""'
+    return _clip(data.decode("utf-8", errors="backslashreplace"), width)
+
+
+def _local_time_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _dead_letter_json(d: Any) -> str:
+    return json.dumps(
+        {
+            "partition": d.partition,
+            "offset": d.offset,
+            "timestamp": d.timestamp_ms,
+            "key": json_bytes(d.key),
+            "value": json_bytes(d.value),
+            "headers": [[name, json_bytes(value)] for name, value in d.headers],
+            "origin_topic": d.origin_topic,
+            "origin_partition": d.origin_partition,
+            "origin_offset": d.origin_offset,
+            "attempts": d.attempts,
+            "first_failure_ms": d.first_failure_ms,
+            "error": d.error,
+            "dead_lettered_ms": d.dead_lettered_ms,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _cmd_dlq_list(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    with Admin(_broker(args)) as admin:
+        letters = admin.list_dead_letters(
+            args.group, args.topic, key=args.key, since=args.since, until=args.until, page_size=1000
+        )
+        if args.json:
+            try:
+                for d in letters:
+                    sys.stdout.write(_dead_letter_json(d) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            return 0
+        rows = [
+            (
+                d.partition,
+                d.offset,
+                f"{d.origin_topic}/{d.origin_partition}@{d.origin_offset}",
+                d.attempts,
+                _local_time_ms(d.dead_lettered_ms),
+                _clip(d.error, 40) or "-",
+                _preview(d.key, 24),
+                _preview(d.value, 40),
+            )
+            for d in letters
+        ]
+    if not rows:
+        print("no dead letters", file=sys.stderr)
+        return 0
+    header = ("PARTITION", "OFFSET", "ORIGIN", "ATTEMPTS", "DEAD-LETTERED", "ERROR", "KEY", "VALUE")
+    for text in _table(header, rows, {0, 1, 3}):
+        print(text)
+    return 0
+
+
+def _duration_text(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s // 60 % 60:02d}m"
+
+
+class _RedriveProgress:
+    """The ``progress`` callback of a redrive: one line on ``stream``, redrawn
+    at most 10 times a second, e.g. ``  1,234 / 5,000 (24%)  998 rec/s  ETA 4s``."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.redriven = 0
+        self.total = 0
+        self._started: float | None = None
+        self._last = 0.0
+        self._width = 0
+        self._drawn: tuple[int, int] | None = None  # the counts on the line now
+
+    def __call__(self, redriven: int, total: int) -> None:
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        self.redriven, self.total = redriven, total
+        if self.enabled and (now - self._last >= 0.1 or redriven >= total):
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        done, total = self.redriven, self.total
+        elapsed = now - (self._started if self._started is not None else now)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        pct = min(100, done * 100 // total) if total else 100
+        eta = _duration_text(max(0, total - done) / rate) if rate > 0 else ("0s" if done >= total else "-")
+        text = f"  {done:,} / {total:,} ({pct}%)  {rate:,.0f} rec/s  ETA {eta}"
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+        self._drawn = (done, total)
+
+    def finish(self) -> None:
+        """Draw the final state and end the line (if anything was drawn)."""
+        if self.enabled and self._started is not None:
+            if self._drawn != (self.redriven, self.total):
+                self._draw(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _cmd_dlq_redrive(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    progress = _RedriveProgress(sys.stderr, args.progress or sys.stderr.isatty())
+    with Admin(_broker(args)) as admin:
+        try:
+            redriven = admin.redrive_dead_letters(
+                args.group, args.topic, records_per_second=args.rate, progress=progress
+            )
+        except KeyboardInterrupt:
+            progress.finish()
+            _err(f"interrupted after redriving {progress.redriven} dead letter(s); run the command again to resume")
+            return 130
+        except BaseException:
+            progress.finish()
+            raise
+    progress.finish()
+    print(f"redrove {redriven} dead letter(s)")
+    return 0
+
+
+def _cmd_dlq_purge(args: argparse.Namespace) -> int:
+    from logstore.client import Admin
+
+    if not args.yes:
+        _err(
+            f"error: purge drops every dead letter of group {args.group!r} for topic {args.topic!r} "
+            "for good; add --yes to do it"
+        )
+        return 2
+    with Admin(_broker(args)) as admin:
+        purged = admin.purge_dead_letters(args.group, args.topic)
+    print(f"purged {purged} dead letter(s)")
+    return 0
+
+
 # --- verify -------------------------------------------------------------------------------
 
 
@@ -711,7 +966,35 @@ describe prints the members with their assignments, then one row per partition:
 the committed offset ("-" if none yet), the log end offset, the lag (records not
 yet done), the owning member and the records in flight.  seek moves the group's
 committed offsets for one topic in one atomic write; members that are consuming
-restart from the new offsets.
+restart from the new offsets.  retry-policy sets (or --clear clears) how the group
+retries failed records of a topic, and prints the retry topics and the
+dead-letter topic it uses (see `logstore dlq --help`).
+"""
+
+_RETRY_POLICY_EPILOG = """\
+A record that fails (a nack, or an ack deadline that passed) is delivered again
+after a wait, at most --max-attempts deliveries in all (the first included), then
+goes to the group's dead-letter topic <topic>.<group>.dlq.  The waits are the
+--delays list (before attempt 2, 3, ...; the last one repeats), or an exponential
+--backoff: INITIAL before attempt 2, times MULTIPLIER (default 2) before each later
+one, at most MAX (default 1m).  --jitter F (0 to 0.5) spreads each wait over
+[wait * (1 - F), wait].  Durations are milliseconds, or take an ms, s or m suffix:
+500ms, 1.5s, 2m.  Each distinct wait is a retry topic <topic>.<group>.retry.<ms>ms
+(at most 10).
+"""
+
+_DLQ_EPILOG = """\
+A group with a retry policy for a topic (`logstore groups retry-policy`) sends the
+records that ran out of attempts, or were nacked as terminal, to its dead-letter
+topic.  list shows them oldest first per partition: their place in the dead-letter
+topic, where they came from (topic/partition@offset), the deliveries made, when
+they were dead-lettered (local time), the last error and a preview of key and
+value; --json prints one object per line with everything, headers included
+(keys and values as in `logstore consume`; times in epoch milliseconds).
+--since and --until take epoch milliseconds or ISO 8601 (local time without a UTC
+offset).  redrive puts them all back into the group's delivery path with their
+attempts reset, at most --rate per second; stopped early, it resumes when run
+again.  purge drops them all.
 """
 
 _VERIFY_EPILOG = """\
@@ -749,6 +1032,13 @@ def _positive(text: str) -> int:
     value = _nonnegative(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> int:
+    value = _positive(text)
+    if value > 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected at most 1000000 records per second, got {value}")
     return value
 
 
@@ -849,7 +1139,7 @@ def build_parser() -> argparse.ArgumentParser:
     # groups
     groups = commands.add_parser(
         "groups",
-        help="list, describe, seek and delete consumer groups",
+        help="list, describe, seek and delete consumer groups, and set their retry policies",
         epilog=_GROUPS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -892,6 +1182,64 @@ def build_parser() -> argparse.ArgumentParser:
     gdelete = group_commands.add_parser("delete", parents=[broker], help="forget a group's committed offsets")
     gdelete.add_argument("group")
     gdelete.set_defaults(func=_cmd_groups_delete)
+
+    gretry = group_commands.add_parser(
+        "retry-policy",
+        parents=[broker],
+        help="set or clear how a group retries a topic's failed records",
+        epilog=_RETRY_POLICY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gretry.add_argument("group")
+    gretry.add_argument("topic")
+    what = gretry.add_mutually_exclusive_group(required=True)
+    what.add_argument("--max-attempts", type=_positive, metavar="N", help="deliveries in all, the first included")
+    what.add_argument("--clear", action="store_true", help="remove the policy: failed records are delivered again at once")
+    waits = gretry.add_mutually_exclusive_group()
+    waits.add_argument("--delays", type=_parse_delays, metavar="D[,D...]", help="the waits before attempt 2, 3, ...")
+    waits.add_argument(
+        "--backoff", type=_parse_backoff, metavar="INITIAL[,MULTIPLIER[,MAX]]", help="exponential waits instead"
+    )
+    gretry.add_argument("--jitter", type=_parse_fraction, metavar="F", help="spread each wait over [wait*(1-F), wait]")
+    gretry.set_defaults(func=_cmd_groups_retry_policy)
+
+    # dead letters
+    dlq = commands.add_parser(
+        "dlq",
+        help="list, redrive and purge a group's dead letters",
+        epilog=_DLQ_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dlq_commands = dlq.add_subparsers(title="dead-letter commands", metavar="ACTION")
+    dlq.set_defaults(func=lambda _args: (dlq.print_help(sys.stderr), 2)[1])
+
+    dlist = dlq_commands.add_parser("list", parents=[broker], help="show a group's dead letters for a topic")
+    dlist.add_argument("group")
+    dlist.add_argument("topic")
+    dlist.add_argument("--key", help="only dead letters with this key (UTF-8)")
+    dlist.add_argument("--since", type=_parse_time_ms, metavar="TIME", help="only those dead-lettered at or after TIME")
+    dlist.add_argument("--until", type=_parse_time_ms, metavar="TIME", help="only those dead-lettered before TIME")
+    dlist.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    dlist.set_defaults(func=_cmd_dlq_list)
+
+    dredrive = dlq_commands.add_parser(
+        "redrive", parents=[broker], help="deliver a group's dead letters for a topic again"
+    )
+    dredrive.add_argument("group")
+    dredrive.add_argument("topic")
+    dredrive.add_argument(
+        "--rate", type=_rate, default=1000, metavar="N", help="at most N records per second (default 1000)"
+    )
+    dredrive.add_argument(
+        "--progress", action="store_true", help="show progress on stderr even when it is not a terminal"
+    )
+    dredrive.set_defaults(func=_cmd_dlq_redrive)
+
+    dpurge = dlq_commands.add_parser("purge", parents=[broker], help="drop a group's dead letters for a topic")
+    dpurge.add_argument("group")
+    dpurge.add_argument("topic")
+    dpurge.add_argument("--yes", action="store_true", help="confirm: the dead letters are gone for good")
+    dpurge.set_defaults(func=_cmd_dlq_purge)
 
     # verify
     verify = commands.add_parser(

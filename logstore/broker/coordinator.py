@@ -1296,30 +1296,19 @@ class GroupCoordinator:
             validate_topic_name(name)
             self._broker.topic(name)  # NotFound
         topics = tuple(sorted(topics))
+        state = self._group_state(group, create=True)
+        assert state is not None
+        if options.retry_policies:
+            with state.lock:  # refuse a conflicting join before it changes any policy
+                self._check_join_locked(state, topics, options)
         for topic, policy in options.retry_policies:
             if topic not in topics:
                 raise InvalidArgument(f"a retry policy names topic {topic!r}, which the join does not consume")
             self.set_retry_policy(group, topic, policy)
-        state = self._group_state(group, create=True)
-        assert state is not None
         with state.commit_lock:
             with state.lock:
                 if state.sessions:
-                    if state.topics != topics:
-                        raise FailedPrecondition(
-                            f"group {group!r} is consuming topics {list(state.topics)}; every live member "
-                            f"must join with the same topics (got {list(topics)})"
-                        )
-                    if state.mode is not options.mode:
-                        raise FailedPrecondition(
-                            f"group {group!r} uses delivery mode {state.mode.value}; join with the same mode "
-                            f"(got {options.mode.value})"
-                        )
-                    if state.guarantee is not options.guarantee:
-                        raise FailedPrecondition(
-                            f"group {group!r} uses the {state.guarantee.value} guarantee; join with the same "
-                            f"(got {options.guarantee.value})"
-                        )
+                    self._check_join_locked(state, topics, options)
                 elif state.mode is not options.mode or state.topics != topics or state.guarantee is not options.guarantee:
                     # Nobody is consuming: start from the committed offsets with the new settings.
                     self._flush_floors(state, holding_lock=True)
@@ -1360,6 +1349,30 @@ class GroupCoordinator:
             group, session.member_id, peer or "?", state.membership.generation, len(state.sessions),
         )
         return session
+
+    @staticmethod
+    def _check_join_locked(state: _GroupState, topics: tuple[str, ...], options: ConsumeOptions) -> None:
+        """Refuse a join that differs from the group's live members (if it has any)."""
+        if not state.sessions:
+            return
+        group = state.name
+        if state.topics != topics:
+            raise FailedPrecondition(
+                f"group {group!r} is consuming topics {list(state.topics)}; every live member "
+                f"must join with the same topics (got {list(topics)})"
+            )
+        if state.mode is not options.mode:
+            assert state.mode is not None
+            raise FailedPrecondition(
+                f"group {group!r} uses delivery mode {state.mode.value}; join with the same mode "
+                f"(got {options.mode.value})"
+            )
+        if state.guarantee is not options.guarantee:
+            assert state.guarantee is not None
+            raise FailedPrecondition(
+                f"group {group!r} uses the {state.guarantee.value} guarantee; join with the same "
+                f"(got {options.guarantee.value})"
+            )
 
     def _topic_partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         out = []

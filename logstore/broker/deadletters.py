@@ -30,6 +30,7 @@ call, whatever the filters of earlier redrives.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -42,7 +43,7 @@ from logstore.broker.provenance import Provenance, read_provenance, resolved_off
 from logstore.broker.retry import dlq_topic, redrive_topic
 from logstore.broker.topic import Partition
 from logstore.clock import Clock
-from logstore.errors import InvalidArgument, NotFound
+from logstore.errors import FailedPrecondition, InvalidArgument, NotFound
 from logstore.storage.batch import HEADER, HEADER_SIZE
 from logstore.storage.records import EncodedRecords, Record, decode_records, encode_records, record_spans
 
@@ -123,6 +124,9 @@ class DeadLetters:
         self._offsets = offsets
         self._clock = clock
         self._ensure_topic = ensure_topic
+        self._lock = threading.Lock()
+        self._running: set[tuple[str, str]] = set()
+        """(group, topic) of the redrives under way."""
 
     def _partitions(self, group: str, topic: str) -> list[Partition]:
         validate_group_name(group)
@@ -140,21 +144,19 @@ class DeadLetters:
         return max(p.log.log_start_offset, committed.offset if committed else 0)
 
     def _letters(self, group: str, topic: str, p: Partition, start: int = 0) -> Iterator[tuple[int, bytes]]:
-        """(offset, framed record) of the dead letters of ``p`` from ``start``: markers and
-        the records they resolve left out."""
-        cursor = self._cursor(group, topic, p)
+        """(offset, framed record) of the dead letters of ``p`` from ``start`` up to the log
+        end at the call: markers and the records they resolve left out.  Two passes (the
+        first keeps only the resolved offsets), so memory stays small."""
+        cursor = max(self._cursor(group, topic, p), 0)
         end = p.log.log_end_offset
         resolved: set[int] = set()
-        records: list[tuple[int, bytes]] = []
         for offset, raw in _iter_framed(p, cursor, end):
             target = resolved_offset(raw)
             if target is not None:
                 resolved.add(target)
                 resolved.add(offset)
-            else:
-                records.append((offset, raw))
-        for offset, raw in records:
-            if offset >= start and offset not in resolved:
+        for offset, raw in _iter_framed(p, max(cursor, start), end):
+            if offset not in resolved:
                 yield offset, raw
 
     def list(
@@ -177,38 +179,86 @@ class DeadLetters:
                 found.append(DeadLetter(p.index, offset, record, prov))
         return found, None
 
+    def _matching(self, group: str, topic: str, p: Partition, flt: DeadLetterFilter, end: int) -> Iterator[tuple[int, bytes]]:
+        for offset, raw in self._letters(group, topic, p):
+            if offset >= end:
+                return
+            if flt.everything or flt.matches(next(decode_records(raw))[1], read_provenance(raw)):
+                yield offset, raw
+
     def redrive(
-        self, group: str, topic: str, flt: DeadLetterFilter, records_per_second: int
+        self,
+        group: str,
+        topic: str,
+        flt: DeadLetterFilter,
+        records_per_second: int,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> Iterator[tuple[int, int]]:
-        """Put the dead letters that pass ``flt`` back into the group's delivery path; yields
-        (redriven so far, total) after each durable chunk.  See the module docstring."""
+        """Put the dead letters that pass ``flt`` (those there at the call) back into the
+        group's delivery path; yields (redriven so far, total) after each durable chunk,
+        and stops before the next chunk once ``cancelled()``.  One redrive per group and
+        topic at a time.  See the module docstring."""
         if not 1 <= records_per_second <= 1_000_000:
             raise InvalidArgument(f"records_per_second must be in [1, 1000000], got {records_per_second}")
         partitions = self._partitions(group, topic)
-        todo = {
-            p.index: [(o, raw) for o, raw in self._letters(group, topic, p) if flt.matches(next(decode_records(raw))[1], read_provenance(raw))]
-            for p in partitions
-        }
-        total = sum(map(len, todo.values()))
-        target = redrive_topic(topic, group)
-        self._ensure_topic(target, len(partitions))
-        chunk = max(1, min(CHUNK, records_per_second // 10))
-        done = 0
-        started = time.monotonic()
-        yield done, total
-        for p in partitions:
-            items = todo[p.index]
-            for i in range(0, len(items), chunk):
-                part = items[i : i + chunk]
-                copies = [with_provenance(raw, self._reset(raw, topic, p.index, off)) for off, raw in part]
-                first, top = _timestamps(copies)
-                self._broker.append(target, p.index, EncodedRecords(b"".join(copies), len(copies), first, top), Acks.DURABLE)
-                self._resolve(group, topic, p, [off for off, _raw in part], flt.everything)
-                done += len(part)
-                yield done, total
-                pause = started + done / records_per_second - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
+        with self._lock:
+            if (group, topic) in self._running:
+                raise FailedPrecondition(
+                    f"a redrive of group {group!r}'s dead letters for {topic!r} is already running; wait for it"
+                )
+            self._running.add((group, topic))
+        try:
+            ends = {p.index: p.log.log_end_offset for p in partitions}
+            total = sum(sum(1 for _ in self._matching(group, topic, p, flt, ends[p.index])) for p in partitions)
+            target = redrive_topic(topic, group)
+            self._ensure_topic(target, len(partitions))
+            chunk = max(1, min(CHUNK, records_per_second // 10))
+            done = 0
+            started = time.monotonic()
+            yield done, total
+            for p in partitions:
+                pending: list[tuple[int, bytes]] = []
+                for item in self._matching(group, topic, p, flt, ends[p.index]):
+                    pending.append(item)
+                    if len(pending) == chunk:
+                        if not self._redrive_chunk(group, topic, p, target, pending, flt, cancelled, started, done, records_per_second):
+                            return
+                        done += len(pending)
+                        pending = []
+                        yield done, total
+                if pending:
+                    if not self._redrive_chunk(group, topic, p, target, pending, flt, cancelled, started, done, records_per_second):
+                        return
+                    done += len(pending)
+                    yield done, total
+        finally:
+            with self._lock:
+                self._running.discard((group, topic))
+
+    def _redrive_chunk(
+        self,
+        group: str,
+        topic: str,
+        p: Partition,
+        target: str,
+        items: list[tuple[int, bytes]],
+        flt: DeadLetterFilter,
+        cancelled: Callable[[], bool],
+        started: float,
+        done: int,
+        rate: int,
+    ) -> bool:
+        """Pace, then copy one chunk durably and resolve it; False if cancelled first."""
+        pause = started + done / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        if cancelled():
+            return False
+        copies = [with_provenance(raw, self._reset(raw, topic, p.index, off)) for off, raw in items]
+        first, top = _timestamps(copies)
+        self._broker.append(target, p.index, EncodedRecords(b"".join(copies), len(copies), first, top), Acks.DURABLE)
+        self._resolve(group, topic, p, [off for off, _raw in items], flt.everything)
+        return True
 
     def _reset(self, raw: bytes, topic: str, partition: int, offset: int) -> Provenance:
         old = read_provenance(raw)

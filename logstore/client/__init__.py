@@ -7,6 +7,7 @@ Everything here talks to a broker over gRPC with the stubs generated from
 from logstore.client.admin import Admin
 from logstore.client.consumer import Consumer, ConsumerMessage, DeliveryBatch
 from logstore.client.messages import (
+    DeadLetter,
     GroupDescription,
     GroupMember,
     GroupPartition,
@@ -17,6 +18,7 @@ from logstore.client.messages import (
     PartitionInfo,
     PartitionOffsets,
     RecordMetadata,
+    RetryPolicy,
     TopicConfig,
     TopicDescription,
     TopicInfo,
@@ -39,6 +41,8 @@ __all__ = [
     "GroupMember",
     "GroupPartition",
     "GroupDescription",
+    "RetryPolicy",
+    "DeadLetter",
     "PartitionInfo",
     "PartitionOffsets",
     "RecordMetadata",

@@ -1,6 +1,7 @@
 """Managing topics and consumer groups: create, describe, list, grow and delete
-topics, look up offsets, and list, describe, seek, delete groups and commit
-or fetch their offsets.
+topics, look up offsets, list, describe, seek, delete groups and commit
+or fetch their offsets, and set retry policies and list, redrive or purge
+dead letters.
 
 ``Admin`` maps one method to one RPC of ``admin.proto`` (plus ``list_offsets``
 for ``Log.ListOffsets`` and the group methods for the unary RPCs of
@@ -10,18 +11,24 @@ the broker's status code (``NotFound``, ``AlreadyExists``, ...).
 
 What it does not do: retry, or wait for a broker that is not up yet (a call
 then fails with ``LogClosed``).  Every call has a deadline (``timeout``
-seconds, 30 by default).
+seconds, 30 by default), except ``redrive_dead_letters``, which lasts as
+long as the redrive does (it is paced by ``records_per_second``); a redrive
+cut short (an exception in ``progress``, Ctrl-C) cancels the call, and
+calling it again resumes it.  ``list_dead_letters`` asks for the next page
+only as its iterator advances, so the pages show the dead-letter topic as
+it is then: a redrive or purge running meanwhile may leave some out.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import grpc
 
-from logstore.client._channel import call_unary, open_channel
+from logstore.client._channel import call_unary, open_channel, translate_rpc_error
 from logstore.client.messages import (
+    DeadLetter,
     GroupDescription,
     GroupMember,
     GroupPartition,
@@ -29,6 +36,7 @@ from logstore.client.messages import (
     OffsetCommit,
     PartitionInfo,
     PartitionOffsets,
+    RetryPolicy,
     TopicConfig,
     TopicDescription,
     TopicInfo,
@@ -36,7 +44,7 @@ from logstore.client.messages import (
 from logstore.errors import InvalidArgument
 from logstore._proto.logstore.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, log_pb2, log_pb2_grpc
 
-__all__ = ["Admin", "DURABILITIES", "to_epoch_ms"]
+__all__ = ["Admin", "DURABILITIES", "to_epoch_ms", "retry_policy_to_pb"]
 
 DURABILITIES = {
     "always": admin_pb2.DURABILITY_ALWAYS,
@@ -78,6 +86,56 @@ _GUARANTEE_NAMES = {
     groups_pb2.DELIVERY_GUARANTEE_AT_LEAST_ONCE: "at_least_once",
     groups_pb2.DELIVERY_GUARANTEE_AT_MOST_ONCE: "at_most_once",
 }
+
+
+_MAX_DEAD_LETTER_PAGE = 1000  # ListDeadLettersRequest.page_size upper bound (groups.proto)
+_MAX_REDRIVE_RATE = 1_000_000  # RedriveDeadLettersRequest.records_per_second upper bound
+
+
+def retry_policy_to_pb(policy: RetryPolicy) -> groups_pb2.RetryPolicy:
+    """A ``RetryPolicy`` as protobuf; every field is sent, defaults included."""
+    if not isinstance(policy, RetryPolicy):
+        raise InvalidArgument(f"a retry policy is a logstore.client.RetryPolicy, got {policy!r}")
+    try:
+        return groups_pb2.RetryPolicy(
+            max_attempts=policy.max_attempts,
+            delays_ms=policy.delays_ms,
+            initial_delay_ms=policy.initial_delay_ms,
+            multiplier=policy.multiplier,
+            max_delay_ms=policy.max_delay_ms,
+            jitter=policy.jitter,
+        )
+    except ValueError:  # an int outside int32: protobuf refuses it
+        raise InvalidArgument(f"{policy!r} has a value out of range (the broker's limits are in groups.proto)") from None
+
+
+def _dead_letter_from_pb(d: groups_pb2.DeadLetter) -> DeadLetter:
+    r = d.record
+    return DeadLetter(
+        d.partition,
+        d.offset,
+        r.key if r.HasField("key") else None,
+        r.value if r.HasField("value") else None,
+        tuple((h.name, h.value) for h in r.headers),
+        r.timestamp_ms,
+        d.origin_topic,
+        d.origin_partition,
+        d.origin_offset,
+        d.attempts,
+        d.first_failure_ms,
+        d.error,
+        d.dead_lettered_ms,
+    )
+
+
+def _epoch_ms(name: str, when: int | datetime | None) -> int | None:
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        return to_epoch_ms(when)
+    if isinstance(when, bool) or not isinstance(when, int):
+        raise InvalidArgument(f"{name} must be epoch milliseconds or a datetime, got {when!r}")
+    return when
 
 
 def _offset_commit_from_pb(o: groups_pb2.OffsetCommit) -> OffsetCommit:
@@ -371,6 +429,114 @@ class Admin:
         request = groups_pb2.FetchCommittedOffsetsRequest(group=group, topics=wanted)
         response = call_unary(self._groups.FetchCommittedOffsets, request, self.target, self.timeout)
         return {(o.topic, o.partition): _offset_commit_from_pb(o) for o in response.offsets}
+
+    # -- retries and dead letters ---------------------------------------------------
+
+    def set_retry_policy(
+        self, group: str, topic: str, policy: RetryPolicy | None
+    ) -> tuple[tuple[str, ...], str | None]:
+        """Store ``group``'s retry policy for ``topic`` durably (``None`` clears
+        it) and create the topics it needs.  Returns the retry tier topics, in
+        order of their waits, and the dead-letter topic: ``((), None)`` after
+        a clear.  Members consuming now pick the policy up within a moment."""
+        request = groups_pb2.SetRetryPolicyRequest(group=group, topic=topic)
+        if policy is not None:
+            request.policy.CopyFrom(retry_policy_to_pb(policy))
+        response = call_unary(self._groups.SetRetryPolicy, request, self.target, self.timeout)
+        return tuple(response.retry_topics), response.dead_letter_topic or None
+
+    def list_dead_letters(
+        self,
+        group: str,
+        topic: str,
+        *,
+        key: bytes | str | None = None,
+        since: int | datetime | None = None,
+        until: int | datetime | None = None,
+        page_size: int = 100,
+    ) -> Iterator[DeadLetter]:
+        """``group``'s dead letters for ``topic``, oldest first per partition, in
+        partition order: those with ``key`` (bytes, or str as UTF-8) only, and
+        dead-lettered at or after ``since`` and before ``until`` (epoch ms or
+        a ``datetime``).  The first page is fetched now (so ``NotFound``, for
+        a group that never had a retry policy for ``topic``, raises here), the
+        next ones as the iterator reaches them, ``page_size`` (1 to 1000) at
+        a time."""
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= _MAX_DEAD_LETTER_PAGE:
+            raise InvalidArgument(f"page_size must be a whole number from 1 to {_MAX_DEAD_LETTER_PAGE}, got {page_size!r}")
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        elif key is not None and not isinstance(key, bytes):
+            raise InvalidArgument(f"key must be bytes or str, got {key!r}")
+        request = groups_pb2.ListDeadLettersRequest(
+            group=group,
+            topic=topic,
+            key=key,
+            since_ms=_epoch_ms("since", since),
+            until_ms=_epoch_ms("until", until),
+            page_size=page_size,
+        )
+        first = call_unary(self._groups.ListDeadLetters, request, self.target, self.timeout)
+        return self._dead_letter_pages(request, first)
+
+    def _dead_letter_pages(
+        self, request: groups_pb2.ListDeadLettersRequest, response: groups_pb2.ListDeadLettersResponse
+    ) -> Iterator[DeadLetter]:
+        while True:
+            for letter in response.dead_letters:
+                yield _dead_letter_from_pb(letter)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+            response = call_unary(self._groups.ListDeadLetters, request, self.target, self.timeout)
+
+    def redrive_dead_letters(
+        self,
+        group: str,
+        topic: str,
+        *,
+        records_per_second: int = 1000,
+        progress: Callable[[int, int], object] | None = None,
+        key: bytes | str | None = None,
+        since: int | datetime | None = None,
+        until: int | datetime | None = None,
+    ) -> int:
+        """Put the dead letters of ``group`` for ``topic`` (all, or those with ``key`` and
+        dead-lettered in ``[since, until)``) back into the group's delivery path, attempts
+        reset, at most ``records_per_second`` (1 to 1000000); returns how many were redriven.  ``progress(redriven,
+        total)`` is called for each progress report of the broker (``total``:
+        the dead letters there were when the redrive started).  Blocks until
+        the redrive is done; see the module docstring for cutting it short."""
+        if isinstance(records_per_second, bool) or not isinstance(records_per_second, int) or not (
+            1 <= records_per_second <= _MAX_REDRIVE_RATE
+        ):
+            raise InvalidArgument(
+                f"records_per_second must be a whole number from 1 to {_MAX_REDRIVE_RATE}, got {records_per_second!r}"
+            )
+        request = groups_pb2.RedriveDeadLettersRequest(group=group, topic=topic, records_per_second=records_per_second)
+        if key is not None:
+            request.key = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        if since is not None:
+            request.since_ms = to_epoch_ms(since) if isinstance(since, datetime) else since
+        if until is not None:
+            request.until_ms = to_epoch_ms(until) if isinstance(until, datetime) else until
+        call = self._groups.RedriveDeadLetters(request)
+        redriven = 0
+        try:
+            for update in call:
+                redriven = update.redriven
+                if progress is not None:
+                    progress(update.redriven, update.total)
+        except grpc.RpcError as exc:
+            raise translate_rpc_error(exc, self.target) from None
+        finally:
+            call.cancel()  # a no-op once the stream ended; stops the broker if we did not get there
+        return redriven
+
+    def purge_dead_letters(self, group: str, topic: str) -> int:
+        """Drop every dead letter of ``group`` for ``topic``; returns how many."""
+        request = groups_pb2.PurgeDeadLettersRequest(group=group, topic=topic)
+        return call_unary(self._groups.PurgeDeadLetters, request, self.target, self.timeout).purged
 
     # -- lifecycle ----------------------------------------------------------------
 

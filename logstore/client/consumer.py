@@ -30,6 +30,18 @@ as received, made by C code only, see ``Message``) with ``attempt``,
 a record twice (ack after ack, nack after ack, ...) is a no-op on the client;
 an extension of a settled record is dropped.
 
+Retries.  ``retry_policies={topic: RetryPolicy(...)}`` stores the group's
+retry policies with the join (as ``Admin.set_retry_policy`` would).  With a
+policy, a nacked (or expired) record is delivered again after the policy's
+wait, and after ``max_attempts`` deliveries, or at once for
+``nack(terminal=True)``, it goes to the group's dead-letter topic
+(``Admin.list_dead_letters``, ``redrive_dead_letters``,
+``purge_dead_letters``).  A record delivered again from a retry tier or from
+a redrive has the tier's topic as ``topic`` (``<topic>.<group>.retry.<wait>ms``
+or ``<topic>.<group>.redrive``) and its origin in the ``logstore.origin.*``
+headers.  Nacks are buffered per reason and kind: a terminal nack is sent as
+its own ``Nack`` with ``terminal`` set, never merged with ordinary ones.
+
 Deliveries still queued locally for a partition the broker has taken away
 (a rebalance) are dropped before they are handed out: the broker delivers
 those records again to the partition's new owner.
@@ -72,13 +84,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, count, repeat
 from operator import itemgetter, length_hint
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 import grpc
 
 from logstore.client._channel import error_from_status, open_channel, translate_rpc_error
-from logstore.client.admin import to_epoch_ms
-from logstore.client.messages import Message
+from logstore.client.admin import retry_policy_to_pb, to_epoch_ms
+from logstore.client.messages import Message, RetryPolicy
 from logstore.errors import FailedPrecondition, InvalidArgument, LogClosed, LogstoreError
 from logstore._proto.logstore.v1 import groups_pb2, groups_pb2_grpc
 
@@ -92,6 +104,7 @@ __all__ = ["Consumer", "ConsumerMessage", "DeliveryBatch", "DELIVERY_MODES", "GU
 DELIVERY_MODES = {
     "partition_ordered": groups_pb2.DELIVERY_MODE_PARTITION_ORDERED,
     "key_ordered": groups_pb2.DELIVERY_MODE_KEY_ORDERED,
+    "unordered": groups_pb2.DELIVERY_MODE_UNORDERED,
 }
 GUARANTEES = {
     "at_least_once": groups_pb2.DELIVERY_GUARANTEE_AT_LEAST_ONCE,
@@ -116,7 +129,8 @@ class ConsumerMessage(Message):
     ``partition``, ``offset``, ``timestamp_ms``, ``key``, ``value``,
     ``headers``, read from the record as received) plus ``attempt`` (1 for a
     first delivery), ``delivery_id`` (unique on its stream), and the methods
-    that answer the broker: ``ack()``, ``nack(reason)`` and ``extend(ms)``.
+    that answer the broker: ``ack()``, ``nack(reason, terminal)`` and
+    ``extend(ms)``.
 
     Only messages made by a ``Consumer`` can be answered.  One made from its
     fields (``ConsumerMessage(...)``), a copy, an unpickled one or one made by
@@ -163,13 +177,17 @@ class ConsumerMessage(Message):
             raise _detached("ack")
         delivery.consumer._ack_one(delivery, self[5])
 
-    def nack(self, reason: str = "") -> None:
-        """Ask for the record to be delivered again (attempt + 1); ``reason`` is
-        for the broker's logs (cut to 4096 characters)."""
+    def nack(self, reason: str = "", terminal: bool = False) -> None:
+        """Ask for the record to be delivered again (attempt + 1).  ``reason``
+        (cut to 4096 characters) is stored as ``logstore.error`` when the
+        record moves to a retry tier or the dead-letter topic.  ``terminal``:
+        processing can never succeed; with a retry policy the record goes to
+        the dead-letter topic at once, without one it is delivered again and
+        the broker reports an error (counted in ``error_count``)."""
         delivery = self[10]
         if delivery is None:
             raise _detached("nack")
-        delivery.consumer._settle(delivery, self[5], self[5] + 1, _reason(reason))
+        delivery.consumer._settle(delivery, self[5], self[5] + 1, _reason(reason), bool(terminal))
 
     def extend(self, ms: int) -> None:
         """Renew the record's ack deadline: ``ms`` (1 to 600000) from when the
@@ -385,10 +403,11 @@ class DeliveryBatch:
         d = self._delivery
         d.consumer._settle(d, self._lo, self._hi, None)
 
-    def nack(self, reason: str = "") -> None:
-        """Ask for every record of the batch to be delivered again (attempt + 1)."""
+    def nack(self, reason: str = "", terminal: bool = False) -> None:
+        """Ask for every record of the batch to be delivered again (attempt + 1);
+        ``reason`` and ``terminal`` as for ``ConsumerMessage.nack``."""
         d = self._delivery
-        d.consumer._settle(d, self._lo, self._hi, _reason(reason))
+        d.consumer._settle(d, self._lo, self._hi, _reason(reason), bool(terminal))
 
     def extend(self, ms: int) -> None:
         """Renew the ack deadline of the batch's unsettled records: ``ms`` from
@@ -483,6 +502,19 @@ def _start_position(start: object) -> groups_pb2.StartPosition:
     raise InvalidArgument(
         f"start {start!r} is not known: use 'earliest', 'latest', a timestamp in epoch ms (>= 0) or a datetime"
     )
+
+
+def _topic_retry_policies(policies: object) -> list[groups_pb2.TopicRetryPolicy]:
+    if policies is None:
+        return []
+    if not isinstance(policies, Mapping):
+        raise InvalidArgument(f"retry_policies maps topic names to RetryPolicy objects, got {policies!r}")
+    out = []
+    for topic, policy in policies.items():
+        if not isinstance(topic, str) or not topic:
+            raise InvalidArgument(f"retry_policies maps topic names to RetryPolicy objects, got the key {topic!r}")
+        out.append(groups_pb2.TopicRetryPolicy(topic=topic, policy=retry_policy_to_pb(policy)))
+    return out
 
 
 def _choice(name: str, value: object, table: dict[str, int]) -> int:
@@ -594,6 +626,9 @@ class Consumer:
         session_timeout_ms: how long the member may stay silent before the
             broker removes it; the consumer heartbeats every third of it.
         client_id: a name shown by ``DescribeGroup``.
+        retry_policies: ``{topic: RetryPolicy}`` to store for the group
+            before joining (see the module docstring); each topic must be
+            one of ``topics``.  Topics left out keep the policy they have.
         ack_flush_ms: how long acks may wait to be coalesced into one request.
         timeout: how long to wait for the broker to answer the join, in seconds.
 
@@ -614,6 +649,7 @@ class Consumer:
         guarantee: str = "at_least_once",
         session_timeout_ms: int = 30_000,
         client_id: str = "",
+        retry_policies: Mapping[str, RetryPolicy] | None = None,
         ack_flush_ms: float = 5,
         timeout: float = 30.0,
     ) -> None:
@@ -627,6 +663,7 @@ class Consumer:
         if not isinstance(client_id, str):
             raise InvalidArgument(f"client_id must be a str, got {client_id!r}")
         mode = _choice("delivery_mode", delivery_mode, DELIVERY_MODES)
+        policies = _topic_retry_policies(retry_policies)
         join = groups_pb2.Join(
             group=group,
             topics=topic_list,
@@ -637,6 +674,7 @@ class Consumer:
             session_timeout_ms=_option("session_timeout_ms", session_timeout_ms),
             delivery_guarantee=_choice("guarantee", guarantee, GUARANTEES),
             client_id=client_id,
+            retry_policies=policies,
         )
         self.group = group
         self.topics = tuple(topic_list)
@@ -663,7 +701,7 @@ class Consumer:
         self._acks: list[tuple[int, int]] = []  # id runs to ack
         self._ack_ids: list[int] = []  # single ids to ack (ConsumerMessage.ack)
         self._acked_records = 0  # records in _acks and _ack_ids
-        self._nacks: dict[str, list[tuple[int, int]]] = {}  # reason -> id runs
+        self._nacks: dict[tuple[str, bool], list[tuple[int, int]]] = {}  # (reason, terminal) -> id runs
         self._extends: dict[int, list[tuple[int, int]]] = {}  # extension_ms -> id runs
         self._pending_since: float | None = None  # when the oldest unsent answer was buffered
         self._last_sent = time.monotonic()
@@ -882,12 +920,14 @@ class Consumer:
 
     # -- answering ----------------------------------------------------------------
 
-    def _settle(self, delivery: _Delivery, lo: int, hi: int, nack_reason: str | None) -> None:
+    def _settle(self, delivery: _Delivery, lo: int, hi: int, nack_reason: str | None, terminal: bool = False) -> None:
         """Ack (``nack_reason`` None) or nack the unsettled records ``[lo, hi)`` of a delivery."""
         with self._lock:
-            self._settle_locked(delivery, lo, hi, nack_reason)
+            self._settle_locked(delivery, lo, hi, nack_reason, terminal)
 
-    def _settle_locked(self, delivery: _Delivery, lo: int, hi: int, nack_reason: str | None) -> None:
+    def _settle_locked(
+        self, delivery: _Delivery, lo: int, hi: int, nack_reason: str | None, terminal: bool = False
+    ) -> None:
         if not self._accepting:
             _LOGGER.debug("dropping an answer for %d record(s): the consumer is closed", hi - lo)
             return
@@ -902,7 +942,7 @@ class Consumer:
             if before < self._flush_records <= after:
                 self._wakeup.notify()
         else:
-            self._nacks.setdefault(nack_reason, []).extend(runs)
+            self._nacks.setdefault((nack_reason, terminal), []).extend(runs)
         self._buffered_locked()
 
     def _ack_one(self, delivery: _Delivery, index: int) -> None:
@@ -951,14 +991,17 @@ class Consumer:
         main = groups_pb2.ConsumeRequest()
         if self._acks or self._ack_ids:
             main.ack.CopyFrom(_delivery_ids(self._acks, self._ack_ids))
-        nacks = list(self._nacks.items())
+        # One Nack per (reason, terminal): a request carries one nack, and its
+        # terminal flag covers all its ids.
+        nacks = [
+            groups_pb2.Nack(ids=_delivery_ids(runs), reason=reason, terminal=terminal)
+            for (reason, terminal), runs in self._nacks.items()
+        ]
         if nacks:
-            reason, runs = nacks.pop(0)
-            main.nack.CopyFrom(groups_pb2.Nack(ids=_delivery_ids(runs), reason=reason))
+            main.nack.CopyFrom(nacks.pop(0))
         if main.HasField("ack") or main.HasField("nack"):
             requests.append(main)
-        for reason, runs in nacks:
-            requests.append(groups_pb2.ConsumeRequest(nack=groups_pb2.Nack(ids=_delivery_ids(runs), reason=reason)))
+        requests.extend(groups_pb2.ConsumeRequest(nack=nack) for nack in nacks)
         if leave:
             if requests:
                 requests[-1].leave = True

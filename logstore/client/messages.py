@@ -1,6 +1,6 @@
 """Value objects the client library hands back: produced-record metadata,
 consumed messages, topics, partitions and offsets, consumer groups and their
-committed offsets.
+committed offsets, retry policies and dead letters.
 
 All are frozen dataclasses with slots except ``Message``, which is made once
 per consumed record and is therefore a tuple subclass that the reader builds
@@ -11,7 +11,10 @@ connection or refers back to the object that made it; a ``Message`` (and a
 What these objects do not guarantee: a ``TopicDescription``,
 ``PartitionOffsets``, ``GroupSummary`` or ``GroupDescription`` is a snapshot
 taken when the broker answered; offsets, lag and membership move on as soon
-as anyone produces, consumes or retention runs.
+as anyone produces, consumes or retention runs.  A ``DeadLetter`` may have
+been redriven or purged by the time it is read.  ``RetryPolicy`` checks only
+the types of its fields; the broker checks their ranges when the policy is
+set (``InvalidArgument`` naming the field).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 from itertools import count, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+from logstore.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from logstore._proto.logstore.v1 import records_pb2
@@ -39,6 +44,8 @@ __all__ = [
     "GroupMember",
     "GroupPartition",
     "GroupDescription",
+    "RetryPolicy",
+    "DeadLetter",
 ]
 
 
@@ -431,3 +438,77 @@ class GroupDescription:
     def lag(self) -> int:
         """The records not yet done, summed over the partitions."""
         return sum(p.lag for p in self.partitions)
+
+
+def _whole(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"RetryPolicy.{name} must be a whole number of milliseconds, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a group retries the records of one topic (``RetryPolicy`` in
+    ``groups.proto``): a failed record (a nack, or an ack deadline that
+    passed) is delivered again after a wait, at most ``max_attempts``
+    deliveries in all (the first included), then goes to the group's
+    dead-letter topic.  ``max_attempts=1`` dead-letters at the first failure.
+
+    The waits are ``delays_ms`` (before attempt 2, 3, ...; the last one
+    repeats) when given, else an exponential backoff: ``initial_delay_ms``
+    before attempt 2, times ``multiplier`` for each later one, at most
+    ``max_delay_ms``.  ``jitter`` (0 to 0.5) spreads each wait over
+    ``[wait * (1 - jitter), wait]``.  Each distinct wait is one retry tier
+    (a topic), at most 10.  On the wire a ``multiplier`` of 0 means 2 and a
+    ``max_delay_ms`` of 0 means 60000 (``groups.proto``).
+    """
+
+    max_attempts: int
+    delays_ms: tuple[int, ...] = ()
+    initial_delay_ms: int = 1000
+    multiplier: float = 2.0
+    max_delay_ms: int = 60_000
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise InvalidArgument(f"RetryPolicy.max_attempts must be a whole number, got {self.max_attempts!r}")
+        if isinstance(self.delays_ms, (str, bytes)) or not isinstance(self.delays_ms, Iterable):
+            raise InvalidArgument(f"RetryPolicy.delays_ms must be a sequence of milliseconds, got {self.delays_ms!r}")
+        object.__setattr__(self, "delays_ms", tuple(_whole("delays_ms", d) for d in self.delays_ms))
+        _whole("initial_delay_ms", self.initial_delay_ms)
+        _whole("max_delay_ms", self.max_delay_ms)
+        for name in ("multiplier", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidArgument(f"RetryPolicy.{name} must be a number, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record in a group's dead-letter topic, with its provenance.
+
+    ``partition`` and ``offset`` are its place in the dead-letter topic
+    (``<topic>.<group>.dlq``, partition = the partition it came from).
+    ``key``, ``value`` (``None`` when null), ``headers`` (provenance headers
+    ``logstore.*`` included) and ``timestamp_ms`` are the record's.
+    ``origin_topic``/``origin_partition``/``origin_offset`` say where it was
+    first produced; ``attempts`` is how many deliveries were made,
+    ``first_failure_ms`` when the first one failed, ``error`` the reason of
+    the last failure and ``dead_lettered_ms`` when it was dead-lettered
+    (epoch ms, the broker's clock).
+    """
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    attempts: int
+    first_failure_ms: int
+    error: str
+    dead_lettered_ms: int

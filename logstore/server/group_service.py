@@ -107,7 +107,7 @@ def policy_from_proto(p: groups_pb2.RetryPolicy) -> RetryPolicy:
     return RetryPolicy(
         max_attempts=p.max_attempts,
         delays_ms=tuple(p.delays_ms),
-        initial_delay_ms=p.initial_delay_ms,
+        initial_delay_ms=p.initial_delay_ms or 1000,
         multiplier=p.multiplier or 2.0,
         max_delay_ms=p.max_delay_ms or 60_000,
         jitter=p.jitter,
@@ -368,9 +368,10 @@ class GroupService:
         self, request: groups_pb2.RedriveDeadLettersRequest, context: grpc.ServicerContext
     ) -> Iterator[groups_pb2.RedriveDeadLettersResponse]:
         rate = request.records_per_second or 1000
-        for done, total in self._coordinator.dead_letters.redrive(request.group, request.topic, _filter(request), rate):
-            if not context.is_active():
-                return
+        progress = self._coordinator.dead_letters.redrive(
+            request.group, request.topic, _filter(request), rate, cancelled=lambda: not context.is_active()
+        )
+        for done, total in progress:
             yield g.RedriveDeadLettersResponse(redriven=done, total=total)
 
     @translate_errors

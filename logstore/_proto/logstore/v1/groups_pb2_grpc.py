@@ -274,6 +274,7 @@ class GroupsServicer:
         - INVALID_ARGUMENT if a name is malformed or `records_per_second` is out
         of [0, 1000000].
         - NOT_FOUND if the group has no dead-letter topic for the topic.
+        - FAILED_PRECONDITION if a redrive of the same group and topic is running.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
