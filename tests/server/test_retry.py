@@ -185,6 +185,12 @@ def test_bad_policies_and_unknown_dead_letter_queues_get_clear_statuses(server: 
     m.send(g.ConsumeRequest(nack=g.Nack(ids=g.DeliveryIds(ids=[m.received[0].delivery_id]), terminal=True)))
     m.wait_for(lambda m: len(m.received) >= 2 and bool(m.errors), what="redelivery and an error")
     assert "retry policy" in m.errors[0][1] and m.received[1].attempt == 2
+    # A nack of an id that is no longer current is reported stale, and nothing happens.
+    first_id = m.received[0].delivery_id
+    m.nack(first_id)
+    m.wait_for(lambda m: any(a <= first_id < b for a, b in m.stale), what="stale report")
+    time.sleep(0.2)
+    assert len(m.received) == 2, "a stale nack redelivers nothing"
     m.leave()
 
 
