@@ -1587,6 +1587,12 @@ class GroupCoordinator:
         counts: dict[str, int] = {}
         done: list[tuple[_Lease, bool]] = []
         try:
+            # One read per partition for all its failed records (each stored batch walked once).
+            wanted: dict[_Part, list[int]] = {}
+            for lease, _reason, _terminal in forwards:
+                if lease.entries is None:
+                    wanted.setdefault(lease.part, []).extend(lease.offsets)
+            stored = {part: _read_framed(part.partition, offsets) for part, offsets in wanted.items()}
             for lease, reason, terminal in forwards:
                 part = lease.part
                 source = part.source_topic
@@ -1596,7 +1602,7 @@ class GroupCoordinator:
                 if lease.entries is not None:
                     raws = [(e.offset, e.raw) for e in lease.entries]
                 else:
-                    framed = _read_framed(part.partition, list(lease.offsets))
+                    framed = stored[part]
                     raws = [(o, framed[o][0]) for o in lease.offsets if o in framed]
                 dead = terminal or lease.attempt >= policy.max_attempts
                 for offset, raw in raws:
