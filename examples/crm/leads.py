@@ -12,8 +12,11 @@ header repeats the kind so a consumer can route without parsing the value::
     {"lead_id": "lead-3f2a-0007", "seq": 1, "kind": "updated", "data": {"stage": "contacted"}}
 
 ``seq`` numbers one lead's events from 0, so any consumer can check that it
-saw them in order.  Lead ids carry a run tag (``lead-<tag>-<n>``) to tell the
-leads of one demo run from those of earlier runs on the same broker.
+saw them in order.  For the failure story (``failure_demo.py``) the generator
+can give every n-th lead an address at ``bounce.example`` (``BOUNCE_DOMAIN``),
+a domain the email service's mail provider refuses until its fix is deployed.
+Lead ids carry a run tag (``lead-<tag>-<n>``) to tell the leads of one demo
+run from those of earlier runs on the same broker.
 
 Not guaranteed here: lead ids are unique only as long as run tags are; the
 events are made up (names, companies and stages come from small fixed lists).
@@ -26,9 +29,10 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["TOPIC", "LeadEvent", "NotALeadEvent", "generate_events"]
+__all__ = ["TOPIC", "BOUNCE_DOMAIN", "LeadEvent", "NotALeadEvent", "generate_events"]
 
 TOPIC = "lead.created"
+BOUNCE_DOMAIN = "bounce.example"
 
 _FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Frances", "Donald", "Radia", "Tim")
 _LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Allen", "Knuth", "Perlman", "Berners")
@@ -69,10 +73,14 @@ class LeadEvent:
         return event
 
 
-def generate_events(run_tag: str, lead_count: int, updates_per_lead: int, seed: int = 0) -> list[LeadEvent]:
+def generate_events(
+    run_tag: str, lead_count: int, updates_per_lead: int, seed: int = 0, bounce_every: int = 0
+) -> list[LeadEvent]:
     """The events of ``lead_count`` leads, each created then updated ``updates_per_lead``
     times, in publish order: the histories of different leads interleave at random
-    (reproducibly, from ``seed``), while each lead's own events stay in ``seq`` order."""
+    (reproducibly, from ``seed``), while each lead's own events stay in ``seq`` order.
+    With ``bounce_every`` n > 0, leads 0, n, 2n, ... have their address at
+    ``BOUNCE_DOMAIN`` instead of their company's domain (nothing else changes)."""
     rng = random.Random(seed)
     histories: list[list[LeadEvent]] = []
     for n in range(lead_count):
@@ -84,6 +92,8 @@ def generate_events(run_tag: str, lead_count: int, updates_per_lead: int, seed: 
             "company": company,
             "source": rng.choice(_SOURCES),
         }
+        if bounce_every > 0 and n % bounce_every == 0:
+            created["email"] = f"{first}.{last}@{BOUNCE_DOMAIN}".lower()
         history = [LeadEvent(lead_id, 0, "created", created)]
         for seq in range(1, updates_per_lead + 1):
             stage = _STAGES[min(seq - 1, len(_STAGES) - 1)]

@@ -6,6 +6,8 @@ Run on its own (a broker must be running; see README.md)::
 
 It creates the topic if it does not exist, publishes the events of
 ``--leads`` new leads (see ``leads.py``) and prints where they went.
+``--bounce-every N`` gives every N-th lead an address at ``bounce.example``,
+which the email service can be told to fail on (the failure story, README.md).
 
 Keying every event by its lead id is what keeps a lead's events in order: the
 producer hashes the key to choose the partition, so all events of one lead go
@@ -63,11 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--leads", type=int, default=100, help="new leads to publish (default %(default)s)")
     parser.add_argument("--updates", type=int, default=3, help="updates after each lead's creation (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the made-up lead data (default %(default)s)")
+    parser.add_argument("--bounce-every", type=int, default=0, metavar="N",
+                        help="give every N-th lead an address at bounce.example (default: none)")
     args = parser.parse_args(argv)
 
     try:
         partition_count = ensure_topic(args.broker, args.topic, args.partitions)
-        events = generate_events(secrets.token_hex(2), args.leads, args.updates, args.seed)
+        events = generate_events(secrets.token_hex(2), args.leads, args.updates, args.seed, args.bounce_every)
         placed = publish(args.broker, events, args.topic)
     except LogstoreError as exc:
         print(f"publish.py: {type(exc).__name__}: {exc}", file=sys.stderr)

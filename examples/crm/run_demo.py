@@ -50,7 +50,10 @@ from leads import TOPIC, LeadEvent, generate_events
 from publish import DEFAULT_PARTITIONS, ensure_topic, publish
 from services import SERVICES, Service
 
-__all__ = ["ServiceSummary", "summarize", "main"]
+__all__ = [
+    "DemoTimeout", "ServiceSummary", "summarize", "demo_broker", "wait_until", "group_state", "ready", "delivery_lag",
+    "done", "print_table", "handled_json", "main",
+]
 
 _POLL_SECONDS = 0.05
 
@@ -106,7 +109,7 @@ def summarize(service: Service, published: Sequence[LeadEvent]) -> ServiceSummar
 
 
 @contextmanager
-def _broker(address: str | None) -> Iterator[str]:
+def demo_broker(address: str | None) -> Iterator[str]:
     """``address``, or a broker of our own on a temporary directory for the duration."""
     if address is not None:
         yield address
@@ -120,7 +123,9 @@ def _broker(address: str | None) -> Iterator[str]:
             running.stop()
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float, explain: Callable[[], str] | None = None) -> None:
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float, explain: Callable[[], str] | None = None
+) -> None:
     """Poll ``condition`` until it holds; after ``timeout`` seconds raise ``DemoTimeout``,
     naming ``what`` and, if given, the state ``explain`` describes."""
     deadline = time.monotonic() + timeout
@@ -131,38 +136,50 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float, explain: Cal
         time.sleep(_POLL_SECONDS)
 
 
-def _group_state(admin: Admin, service: Service) -> str:
+def group_state(admin: Admin, service: Service) -> str:
     """What the broker shows of a service's group, for a timeout message."""
     group = admin.describe_group(service.name)
     members = ", ".join(f"{m.client_id} owns {len(m.assignment)}" for m in group.members)
     hint = (f" (the demo runs {service.member_count}: is another {service.name} service running?)"
             if len(group.members) > service.member_count else "")
-    return f"the broker shows {len(group.members)} member(s) [{members}]{hint} and a lag of {group.lag}"
+    return (f"the broker shows {len(group.members)} member(s) [{members}]{hint} and a lag of "
+            f"{delivery_lag(admin, service)}")
 
 
-def _ready(admin: Admin, service: Service, partitions: set[tuple[str, int]]) -> bool:
+def ready(admin: Admin, service: Service, partitions: set[tuple[str, int]]) -> bool:
     """The broker shows every member of the group owning a share of the topic, and the group's
-    starting offsets committed: from now on, every event published reaches the group."""
+    starting offsets committed: from now on, every event published reaches the group.  (A group
+    with a retry policy also owns its retry tiers and redrive topic.)"""
     group = admin.describe_group(service.name)
     owned = [tp for member in group.members for tp in member.assignment]
     committed = {(p.topic, p.partition) for p in group.partitions if p.committed_offset is not None}
     return (
         len(group.members) == service.member_count
         and all(member.assignment for member in group.members)
-        and sorted(owned) == sorted(partitions)
+        and len(owned) == len(set(owned))
+        and partitions <= set(owned)
         and partitions <= committed
     )
 
 
-def _done(admin: Admin, service: Service, published: Sequence[LeadEvent]) -> bool:
+def delivery_lag(admin: Admin, service: Service) -> int:
+    """The records the service's group still has to see done, on the partitions it reads:
+    its topic, and with a retry policy its retry tiers and redrive topic.  Not counted: the
+    group's dead-letter topic, which the group does not read (``DescribeGroup`` lists its
+    partitions once a redrive or purge has stored a cursor there, dead letters as lag)."""
+    dlq = f"{service.topic}.{service.name}.dlq"
+    return sum(p.lag for p in admin.describe_group(service.name).partitions if p.topic != dlq)
+
+
+def done(admin: Admin, service: Service, published: Sequence[LeadEvent]) -> bool:
     """The service handled every event of this run and its group has no lag left."""
     expected = {(event.lead_id, event.seq) for event in published}
     with service.lock:
         handled = {(h.lead_id, h.seq) for h in service.handled}
-    return expected <= handled and admin.describe_group(service.name).lag == 0
+    return expected <= handled and delivery_lag(admin, service) == 0
 
 
-def _print_table(summaries: Sequence[ServiceSummary]) -> None:
+def print_table(summaries: Sequence[ServiceSummary]) -> None:
     print(f"{'service':<13} {'members':>7} {'events':>7} {'leads':>6} {'dups':>5} {'missing':>8} "
           f"{'out of order':>13} {'earlier':>8}  per member")
     for s in summaries:
@@ -180,16 +197,23 @@ def _write_report(path: Path, published: Sequence[LeadEvent], placed: Sequence[R
         "services": {
             service.name: {
                 "members": service.member_count,
-                "handled": [
-                    {"member": h.member, "lead_id": h.lead_id, "seq": h.seq, "partition": h.partition,
-                     "offset": h.offset, "attempt": h.attempt}
-                    for h in service.handled
-                ],
+                "handled": handled_json(service),
             }
             for service in services
         },
     }
     path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def handled_json(service: Service) -> list[dict[str, object]]:
+    """What ``service`` handled, in order, as JSON objects (for ``--report``)."""
+    with service.lock:
+        handled = list(service.handled)
+    return [
+        {"member": h.member, "lead_id": h.lead_id, "seq": h.seq, "partition": h.partition, "offset": h.offset,
+         "attempt": h.attempt, "via": h.via, "error": h.error, "at": h.at}
+        for h in handled
+    ]
 
 
 def run(broker: str, args: argparse.Namespace) -> int:
@@ -202,9 +226,9 @@ def run(broker: str, args: argparse.Namespace) -> int:
             for service in services:
                 service.start()
             for service in services:
-                _wait(lambda: _ready(admin, service, partitions),
-                      f"the {service.name} members to share the partitions", args.timeout,
-                      lambda: _group_state(admin, service))
+                wait_until(lambda: ready(admin, service, partitions),
+                           f"the {service.name} members to share the partitions", args.timeout,
+                           lambda: group_state(admin, service))
             print(f"services joined: {', '.join(f'{s.name} ({s.member_count} member(s))' for s in services)}")
 
             published = generate_events(secrets.token_hex(2), args.leads, args.updates, args.seed)
@@ -215,9 +239,9 @@ def run(broker: str, args: argparse.Namespace) -> int:
                   f"({', '.join(f'p{p}: {spread[p]}' for p in range(partition_count))})")
 
             for service in services:
-                _wait(lambda: _done(admin, service, published),
-                      f"{service.name} to handle and commit every event", args.timeout,
-                      lambda: _group_state(admin, service))
+                wait_until(lambda: done(admin, service, published),
+                           f"{service.name} to handle and commit every event", args.timeout,
+                           lambda: group_state(admin, service))
             elapsed = time.monotonic() - started
     finally:
         for service in services:
@@ -228,7 +252,7 @@ def run(broker: str, args: argparse.Namespace) -> int:
         _write_report(args.report, published, placed, services)
     summaries = [summarize(service, published) for service in services]
     print(f"every group handled and committed every event in {elapsed:.2f}s\n")
-    _print_table(summaries)
+    print_table(summaries)
     if failures or not all(s.ok for s in summaries):
         print("\nFAILED: " + ("; ".join(failures) or "see the table"))
         return 1
@@ -250,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with _broker(args.broker) as broker:
+        with demo_broker(args.broker) as broker:
             return run(broker, args)
     except (LogstoreError, DemoTimeout) as exc:
         print(f"run_demo.py: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -18,10 +18,20 @@ never runs two of one key at once).  A handler that returns acks its event;
 one that raises nacks it, and the event comes back (attempt + 1).  A record
 that is not a lead event is logged and acked, so it cannot come back forever.
 
+Failures.  A service's work may raise ``ActionFailed``: the member nacks the
+event with the exception's message as the reason.  Without a retry policy
+the broker delivers it again at once; with one (``Service(retry_policies=...)``,
+or ``logstore groups retry-policy``) it comes back from a retry tier after the
+policy's wait, and goes to the group's dead-letter topic after its last
+attempt, the reason kept as ``logstore.error``.  ``--refuse-domain`` runs the
+email service with the bug of the failure story (``failure_demo.py``): its
+mail provider refuses welcome emails to that domain.
+
 Run one service on its own (a broker must be running; see README.md)::
 
     python examples/crm/services.py email
     python examples/crm/services.py analytics --members 2   # or start it twice, one member each
+    python examples/crm/services.py email --refuse-domain bounce.example   # with the failure story's bug
 
 It prints what it does, one line per action, until Ctrl-C (or SIGTERM) makes
 its members leave the group.
@@ -40,21 +50,30 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from logstore.client import Consumer, ConsumerMessage
+from logstore.client import Consumer, ConsumerMessage, RetryPolicy
 from logstore.errors import LogstoreError
 
 from leads import TOPIC, LeadEvent, NotALeadEvent
 
-__all__ = ["SERVICES", "Handled", "Service", "main"]
+__all__ = ["SERVICES", "ActionFailed", "Handled", "Service", "Work", "email_refusing", "main"]
 
 _LOGGER = logging.getLogger(__name__)
 
 WORKERS_PER_MEMBER = 4
+
+# What a service does with one event: gets the event and the service's tally
+# (guarded by the service's lock) and returns what it did, for the log, or None.
+Work = Callable[[LeadEvent, Counter[str]], str | None]
+
+
+class ActionFailed(Exception):
+    """A service could not do its action for an event; the event is nacked with this message as the reason."""
 
 
 def _email(event: LeadEvent, _tally: Counter[str]) -> str | None:
@@ -63,6 +82,20 @@ def _email(event: LeadEvent, _tally: Counter[str]) -> str | None:
     if event.data.get("stage") == "qualified":
         return f"follow-up email for {event.lead_id}: qualified"
     return None
+
+
+def email_refusing(domain: str) -> Work:
+    """The email service with a broken mail provider (the bug of the failure story):
+    a welcome email to an address at ``domain`` raises ``ActionFailed``; everything
+    else is as in the fixed service."""
+    suffix = "@" + domain
+
+    def work(event: LeadEvent, tally: Counter[str]) -> str | None:
+        if event.kind == "created" and event.data["email"].endswith(suffix):
+            raise ActionFailed(f"mail provider: 554 5.7.1 <{event.data['email']}>: relay access denied")
+        return _email(event, tally)
+
+    return work
 
 
 def _notification(event: LeadEvent, _tally: Counter[str]) -> str:
@@ -81,9 +114,7 @@ def _analytics(event: LeadEvent, tally: Counter[str]) -> None:
 
 
 # Each service: (its members when run by the demo, what it does with one event).
-# The work function gets the event and the service's tally (guarded by the
-# service's lock) and returns what it did, for the log, or None.
-SERVICES: dict[str, tuple[int, Callable[[LeadEvent, Counter[str]], str | None]]] = {
+SERVICES: dict[str, tuple[int, Work]] = {
     "email": (1, _email),
     "notification": (1, _notification),
     "analytics": (2, _analytics),
@@ -92,7 +123,14 @@ SERVICES: dict[str, tuple[int, Callable[[LeadEvent, Counter[str]], str | None]]]
 
 @dataclass(frozen=True, slots=True)
 class Handled:
-    """One event as a member of a service handled it."""
+    """One delivery of an event to a member of a service, and how handling it went.
+
+    ``partition`` and ``offset`` are the event's place in the topic it was
+    published to (for a delivery from a retry tier or a redrive, read from its
+    ``logstore.origin.*`` headers); ``via`` is the topic it was delivered from.
+    ``error`` is None when the action succeeded (the event was acked), else the
+    reason it was nacked with.  ``at`` is ``time.monotonic()`` when handling began.
+    """
 
     member: int
     lead_id: str
@@ -100,18 +138,35 @@ class Handled:
     partition: int
     offset: int
     attempt: int
+    via: str = TOPIC
+    error: str | None = None
+    at: float = 0.0
+
+
+def _origin(message: ConsumerMessage) -> tuple[int, int]:
+    """(partition, offset) where the message's record was published: its own place,
+    or for a copy in a retry tier or redrive topic, the one its provenance names."""
+    headers = dict(message.headers)
+    partition, offset = headers.get("logstore.origin.partition"), headers.get("logstore.origin.offset")
+    if partition is None or offset is None:
+        return message.partition, message.offset
+    return int(partition), int(offset)
 
 
 class Service:
     """One service: ``members`` consumers of the group ``name``, each run by
     ``Consumer.run`` on a thread of its own.
 
-    ``handled`` lists the events in the order the members began handling them
-    (per lead, that is the order they were handled in); ``tally`` holds the
-    service's counters.  Both are guarded by ``lock``.  ``on_action`` gets each
-    action's description, from the worker threads of every member at once;
-    ``on_member_exit`` is called when a member stops,
-    whether by ``stop()`` or because its stream failed (see ``failures``).
+    ``handled`` lists the deliveries in the order the members began handling
+    them (per lead, that is the order they were handled in), failed ones
+    included (``Handled.error``); ``tally`` holds the service's counters.
+    Both are guarded by ``lock``.  ``on_action`` gets each
+    action's description, from the worker threads of every member at once, and
+    ``on_failure`` each delivery whose action raised ``ActionFailed`` (after it
+    was recorded, before its nack); ``on_member_exit`` is called when a member
+    stops, whether by ``stop()`` or because its stream failed (see ``failures``).
+    ``work`` replaces what the service does with an event (``email_refusing``);
+    ``retry_policies`` are stored for the group when its members join.
     """
 
     def __init__(
@@ -122,16 +177,22 @@ class Service:
         members: int | None = None,
         topic: str = TOPIC,
         start: str = "latest",
+        work: Work | None = None,
+        retry_policies: Mapping[str, RetryPolicy] | None = None,
         on_action: Callable[[str], None] | None = None,
+        on_failure: Callable[[Handled], None] | None = None,
         on_member_exit: Callable[[], None] | None = None,
     ) -> None:
-        default_members, self._work = SERVICES[name]
+        default_members, default_work = SERVICES[name]
+        self._work = default_work if work is None else work
+        self._retry_policies = retry_policies
         self.name = name
         self.member_count = default_members if members is None else members
         self._broker = broker
-        self._topic = topic
+        self.topic = topic
         self._start = start
         self._on_action = on_action
+        self._on_failure = on_failure
         self._on_member_exit = on_member_exit
         self.lock = threading.Lock()
         self.handled: list[Handled] = []
@@ -148,10 +209,11 @@ class Service:
             consumer = Consumer(
                 self._broker,
                 group=self.name,
-                topics=[self._topic],
+                topics=[self.topic],
                 delivery_mode="key_ordered",
                 start=self._start,
                 client_id=f"crm-{self.name}-{member}",
+                retry_policies=self._retry_policies,
             )
             self.consumers.append(consumer)
             thread = threading.Thread(target=self._run_member, args=(member, consumer), name=f"{self.name}-{member}")
@@ -184,12 +246,26 @@ class Service:
             with self.lock:
                 self.skipped += 1
             return
-        handled = Handled(member, event.lead_id, event.seq, message.partition, message.offset, message.attempt)
+        partition, offset = _origin(message)
+        attempt, via = message.attempt, message.topic
         with self.lock:
-            self.handled.append(handled)
-            action = self._work(event, self.tally)
+            at = time.monotonic()
+            try:
+                action = self._work(event, self.tally)
+            except ActionFailed as exc:
+                failed = Handled(member, event.lead_id, event.seq, partition, offset, attempt, via, str(exc), at)
+                self.handled.append(failed)
+            else:
+                failed = None
+                self.handled.append(Handled(member, event.lead_id, event.seq, partition, offset, attempt, via, None, at))
+        if failed is not None:
+            if self._on_failure is not None:
+                self._on_failure(failed)
+            message.nack(failed.error or "")
+            return
         if action is not None and self._on_action is not None:
-            self._on_action(f"[{self.name}/{member}] {action}")
+            redelivered = f" (attempt {attempt}, from {via})" if attempt > 1 or via != self.topic else ""
+            self._on_action(f"[{self.name}/{member}] {action}{redelivered}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,7 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--topic", default=TOPIC, help="the topic (default %(default)s)")
     parser.add_argument("--start", choices=("earliest", "latest"), default="latest",
                         help="where a new group begins (default %(default)s); a group resumes at its committed offsets")
+    parser.add_argument("--refuse-domain", metavar="DOMAIN",
+                        help="email only: the mail provider refuses welcome emails to DOMAIN (the failure story's bug)")
     args = parser.parse_args(argv)
+    if args.refuse_domain is not None and args.service != "email":
+        parser.error("--refuse-domain is for the email service")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     wake = threading.Event()  # set by Ctrl-C, SIGTERM or a member that stopped on its own
@@ -212,9 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, lambda *_: wake.set())
     signal.signal(signal.SIGTERM, lambda *_: wake.set())
+
+    def report_failure(failed: Handled) -> None:
+        report(f"[{args.service}/{failed.member}] {failed.lead_id} seq {failed.seq}: attempt {failed.attempt} "
+               f"from {failed.via} failed: {failed.error}")
+
     service = Service(
         args.service, args.broker, members=args.members, topic=args.topic, start=args.start,
-        on_action=report, on_member_exit=wake.set,
+        work=None if args.refuse_domain is None else email_refusing(args.refuse_domain),
+        on_action=report, on_failure=report_failure, on_member_exit=wake.set,
     )
     try:
         service.start()
@@ -225,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.service}: {service.member_count} member(s) joined; Ctrl-C leaves the group", file=sys.stderr)
     wake.wait()
     service.stop()
-    print(f"{args.service}: handled {len(service.handled)} events, skipped {service.skipped}", file=sys.stderr)
+    failed = sum(h.error is not None for h in service.handled)
+    print(f"{args.service}: handled {len(service.handled) - failed} events, skipped {service.skipped}"
+          + (f", {failed} failed attempt(s)" if failed else ""), file=sys.stderr)
     if service.tally:
         print(f"{args.service}: " + ", ".join(f"{name} {n}" for name, n in sorted(service.tally.items())), file=sys.stderr)
     return 1 if service.failures else 0

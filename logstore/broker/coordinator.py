@@ -1131,6 +1131,11 @@ class Session:
         )
 
 
+def _is_dlq_of(topic: str, group: str) -> bool:
+    """Whether ``topic`` is one of ``group``'s dead-letter topics."""
+    return topic.endswith(f".{group}.dlq")
+
+
 def _unforward_locked(lease: _Lease) -> None:
     """A failed lease that could not be copied to its retry tier: deliver it again in place."""
     part = lease.part
@@ -1953,7 +1958,7 @@ class GroupCoordinator:
         names |= {n for n, s in states.items() if s.sessions}
         out = []
         for name in sorted(names):
-            topics = {tp.topic for tp in self._offsets.fetch(name)}
+            topics = {tp.topic for tp in self._offsets.fetch(name) if not _is_dlq_of(tp.topic, name)}
             members = 0
             state = states.get(name)
             if state is not None:
@@ -1966,7 +1971,9 @@ class GroupCoordinator:
 
     def describe_group(self, group: str) -> GroupDescription:
         validate_group_name(group)
-        stored = self._offsets.fetch(group)
+        # The cursors of the group's dead-letter topics are stored as committed offsets too
+        # (see deadletters.py); they are no consumption progress, so they are left out.
+        stored = {tp: c for tp, c in self._offsets.fetch(group).items() if not _is_dlq_of(tp.topic, group)}
         state = self._group_state(group)
         members: tuple[MemberInfo, ...] = ()
         owners: dict[TopicPartition, tuple[str, int]] = {}

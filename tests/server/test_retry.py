@@ -271,3 +271,24 @@ def test_filtered_redrive_takes_only_matching_dead_letters_once(server: RunningS
     assert sorted(x.value for x in got[10:]) == sorted(b"v%d" % i for i in range(10)), "each dead letter once"
     assert letters() == []
     m.leave()
+
+
+def test_dead_letter_cursors_are_not_reported_as_group_lag(server: RunningServer, channel, stub) -> None:
+    """After a purge stores the DLQ cursor, DescribeGroup still shows only the partitions the group reads."""
+    Admin(server.address).create_topic("orders", 1)
+    stub.SetRetryPolicy(g.SetRetryPolicyRequest(group="mail", topic="orders", policy=g.RetryPolicy(max_attempts=1)))
+    m = RawMember(channel, "mail", ["orders"], on_delivery=lambda member, batch: [member.nack(x.delivery_id) for x in batch])
+    produce(server.address, "orders", [(b"k", b"v")])
+    wait_all([m], lambda: len(stub.ListDeadLetters(g.ListDeadLettersRequest(group="mail", topic="orders")).dead_letters) == 1,
+             what="a dead letter")
+    stub.PurgeDeadLetters(g.PurgeDeadLettersRequest(group="mail", topic="orders"))
+    produce(server.address, "orders", [(b"k", b"w")])
+    wait_all([m], lambda: len(stub.ListDeadLetters(g.ListDeadLettersRequest(group="mail", topic="orders")).dead_letters) == 1,
+             what="another dead letter")
+    wait_all([m], lambda: all(p.lag == 0 for p in stub.DescribeGroup(g.DescribeGroupRequest(group="mail")).partitions),
+             what="no lag: the dead letter above the DLQ cursor is not counted")
+    d = stub.DescribeGroup(g.DescribeGroupRequest(group="mail"))
+    assert not any(p.topic.endswith(".dlq") for p in d.partitions)
+    listed = stub.ListGroups(g.ListGroupsRequest()).groups
+    assert all(not t.endswith(".dlq") for x in listed for t in x.topics)
+    m.leave()
