@@ -125,8 +125,8 @@ class DeadLetters:
         self._clock = clock
         self._ensure_topic = ensure_topic
         self._lock = threading.Lock()
-        self._running: set[tuple[str, str]] = set()
-        """(group, topic) of the redrives under way."""
+        self._running: dict[tuple[str, str], tuple[object, Callable[[], bool]]] = {}
+        """(group, topic) of the redrives under way -> (a token of the call, its ``cancelled``)."""
 
     def _partitions(self, group: str, topic: str) -> list[Partition]:
         validate_group_name(group)
@@ -202,11 +202,14 @@ class DeadLetters:
             raise InvalidArgument(f"records_per_second must be in [1, 1000000], got {records_per_second}")
         partitions = self._partitions(group, topic)
         with self._lock:
-            if (group, topic) in self._running:
+            running = self._running.get((group, topic))
+            if running is not None and not running[1]():
                 raise FailedPrecondition(
                     f"a redrive of group {group!r}'s dead letters for {topic!r} is already running; wait for it"
                 )
-            self._running.add((group, topic))
+            # A cancelled redrive may not have noticed yet; it checks before each chunk and stops.
+            token = (object(), cancelled)
+            self._running[(group, topic)] = token
         try:
             ends = {p.index: p.log.log_end_offset for p in partitions}
             total = sum(sum(1 for _ in self._matching(group, topic, p, flt, ends[p.index])) for p in partitions)
@@ -233,7 +236,8 @@ class DeadLetters:
                     yield done, total
         finally:
             with self._lock:
-                self._running.discard((group, topic))
+                if self._running.get((group, topic)) is token:
+                    del self._running[(group, topic)]
 
     def _redrive_chunk(
         self,

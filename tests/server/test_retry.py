@@ -292,3 +292,33 @@ def test_dead_letter_cursors_are_not_reported_as_group_lag(server: RunningServer
     listed = stub.ListGroups(g.ListGroupsRequest()).groups
     assert all(not t.endswith(".dlq") for x in listed for t in x.topics)
     m.leave()
+
+
+def test_a_second_redrive_waits_for_a_running_one_but_not_for_a_cancelled_one(server: RunningServer, channel, stub) -> None:
+    """While a redrive runs, another of the same DLQ is FAILED_PRECONDITION; once the first is cancelled, a new one runs."""
+    Admin(server.address).create_topic("orders", 1)
+    stub.SetRetryPolicy(g.SetRetryPolicyRequest(group="mail", topic="orders", policy=g.RetryPolicy(max_attempts=1)))
+    m = RawMember(channel, "mail", ["orders"], on_delivery=lambda member, batch: [member.nack(x.delivery_id) for x in batch])
+    produce(server.address, "orders", [(b"k%d" % i, b"v%d" % i) for i in range(40)])
+    wait_all([m], lambda: len(stub.ListDeadLetters(g.ListDeadLettersRequest(group="mail", topic="orders")).dead_letters) == 40,
+             what="forty dead letters")
+    m.leave()
+    m.wait_ended()
+    slow = stub.RedriveDeadLetters(g.RedriveDeadLettersRequest(group="mail", topic="orders", records_per_second=10))
+    first = next(slow)
+    assert first.total == 40
+    details = expect_status(grpc.StatusCode.FAILED_PRECONDITION, stub.RedriveDeadLetters,
+                            g.RedriveDeadLettersRequest(group="mail", topic="orders"))
+    assert "already running" in details
+    slow.cancel()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            done = list(stub.RedriveDeadLetters(g.RedriveDeadLettersRequest(group="mail", topic="orders",
+                                                                             records_per_second=1000)))
+            break
+        except grpc.RpcError as exc:  # the server may take a moment to see the cancel
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and time.monotonic() < deadline
+            time.sleep(0.05)
+    assert done[-1].redriven == done[-1].total and done[-1].total <= 40
+    assert stub.ListDeadLetters(g.ListDeadLettersRequest(group="mail", topic="orders")).dead_letters == []
