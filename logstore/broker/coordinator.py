@@ -74,7 +74,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Mapping
 
 from logstore.broker.ackfloor import AckFloor
 from logstore.broker.assignment import TopicPartition
@@ -85,6 +85,7 @@ from logstore.broker.names import validate_group_name, validate_topic_name
 from logstore.broker.offsets import CommittedOffset, OffsetStore
 from logstore.broker.policies import PolicyStore
 from logstore.broker.provenance import Provenance, read_provenance, with_provenance
+from logstore.broker.stored import encoded, iter_framed, read_framed
 from logstore.broker.retry import RetryPolicy, delay_topic, dlq_topic, parse_tier_topic, redrive_topic, tier_topic
 from logstore.broker.deadletters import DeadLetters
 from logstore.broker.topic import Partition
@@ -100,14 +101,7 @@ from logstore.errors import (
     PermissionDenied,
 )
 from logstore.storage.batch import ATTR_DELIVERY_TIME, ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
-from logstore.storage.records import (
-    EncodedRecords,
-    Record,
-    decode_records,
-    delivery_time,
-    record_key,
-    record_spans,
-)
+from logstore.storage.records import delivery_time, record_key, record_spans
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -589,7 +583,7 @@ class Session:
         block the partition's fresh records until acked."""
         blocking = self._group.mode is not DeliveryMode.UNORDERED
         offsets = sorted(part.retry)[:credit]
-        framed = _read_framed(part.partition, offsets)
+        framed = read_framed(part.partition, offsets)
         kept, size = [], 0
         for o in offsets:  # keep to the byte budget (at least one record)
             if o in framed:
@@ -703,7 +697,7 @@ class Session:
         """The group's delay topic: index new records by due time, deliver those that are due."""
         log = part.partition.log
         if part.scanned < log.log_end_offset:
-            for offset, raw in _iter_framed(part.partition, part.scanned):
+            for offset, raw in iter_framed(part.partition, part.scanned):
                 prov = read_provenance(raw)
                 heapq.heappush(part.timers, (prov.due_ms if prov is not None else 0, offset))
                 part.scanned = offset + 1
@@ -714,7 +708,7 @@ class Session:
         part.not_before = timers[0][0] if timers else 0
         if not due_now:
             return 0, 0
-        framed = _read_framed(part.partition, sorted(due_now))
+        framed = read_framed(part.partition, sorted(due_now))
         entries = [Waiting(o, None, framed[o][0]) for o in sorted(framed)]
         for o in due_now:
             if o not in framed:  # gone (retention): nothing to deliver
@@ -1048,7 +1042,7 @@ class Session:
             return
         entries = lease.entries
         if entries is None:
-            framed = _read_framed(part.partition, list(lease.offsets))
+            framed = read_framed(part.partition, list(lease.offsets))
             keys = [record_key(raw, 0, len(raw)) for raw, _t in framed.values()]
         else:
             keys = [e.key for e in entries]
@@ -1152,12 +1146,6 @@ def _unforward_locked(lease: _Lease) -> None:
         part.owner.wake()
 
 
-def _record_timestamp(raw: bytes) -> int:
-    for _i, record in decode_records(raw):
-        return record.timestamp
-    return 0
-
-
 def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     runs.sort()
     merged: list[tuple[int, int]] = []
@@ -1190,51 +1178,6 @@ def _runs_by_attempt(items: list[tuple[int, tuple[int, int]]]) -> list[tuple[tup
         else:
             out.append((attempts, [offset]))
     return out
-
-
-def _iter_framed(partition: Partition, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """(offset, framed record) from ``start`` to ``end`` (default: the log end)."""
-    log = partition.log
-    stop = log.log_end_offset if end is None else end
-    offset = max(start, log.log_start_offset)
-    while offset < stop:
-        batches = log.read(offset, 1 << 20)
-        if not batches:
-            return
-        for batch in batches:
-            base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
-            spans = record_spans(batch, HEADER_SIZE, length)
-            for i in range(max(0, offset - base), count):
-                if base + i >= stop:
-                    return
-                yield base + i, bytes(batch[spans[i] : spans[i + 1]])
-            offset = max(offset, base + count)
-
-
-def _read_framed(partition: Partition, offsets: list[int]) -> dict[int, tuple[bytes, int]]:
-    """The framed record bytes at each of ``offsets`` still in the log, with the batch's
-    append time (0 unless its topic uses log-append time).  Each stored batch that holds
-    some of them is read and walked once, however scattered the offsets are."""
-    found: dict[int, tuple[bytes, int]] = {}
-    log = partition.log
-    wanted = sorted(set(offsets))
-    i = bisect.bisect_left(wanted, log.log_start_offset)
-    while i < len(wanted):
-        batches = log.read(wanted[i], 1)  # the batch holding wanted[i] (and maybe more)
-        if not batches:
-            break
-        for batch in batches:
-            base, length, _m, _c, attrs, count, _first, max_ts = HEADER.unpack_from(batch, 0)[:8]
-            if i >= len(wanted) or wanted[i] >= base + count:
-                continue
-            append_time = max_ts if attrs & ATTR_TIMESTAMP_LOG_APPEND else 0
-            spans = record_spans(batch, HEADER_SIZE, length)
-            while i < len(wanted) and wanted[i] < base + count:
-                k = wanted[i] - base
-                if k >= 0:
-                    found[wanted[i]] = (bytes(batch[spans[k] : spans[k + 1]]), append_time)
-                i += 1
-    return found
 
 
 # -- the coordinator ----------------------------------------------------------------------------------
@@ -1423,9 +1366,7 @@ class GroupCoordinator:
         ]
         try:
             self._ensure_topic(dest, len(self._broker.topic(part.tp.topic).partitions))
-            stamps = [_record_timestamp(r) for r in records]
-            encoded = EncodedRecords(b"".join(records), len(records), stamps[0], max(stamps))
-            self._broker.append(dest, part.tp.partition, encoded, Acks.DURABLE, append_time_ms=now)
+            self._broker.append(dest, part.tp.partition, encoded(records), Acks.DURABLE, append_time_ms=now)
         except LogstoreError as exc:
             _LOGGER.error("group %s: setting delayed records of %s aside failed: %s; retrying", state.name, part.tp, exc)
             return False
@@ -1446,21 +1387,11 @@ class GroupCoordinator:
             origin = state.parts.get(TopicPartition(part.origin, tp.partition))
             if origin is None or origin.keys is None:
                 continue
-            log = part.partition.log
-            offset = part.next_offset
-            while offset < log.log_end_offset:
-                batches = log.read(offset, 1 << 20)
-                if not batches:
-                    break
-                for batch in batches:
-                    base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
-                    spans = record_spans(batch, HEADER_SIZE, length)
-                    for i in range(max(0, offset - base), count):
-                        key = record_key(batch, spans[i], spans[i + 1])
-                        if key is not None and not origin.keys.is_busy(key):
-                            origin.keys.hold(key)
-                            origin.held.add(key)
-                    offset = base + count
+            for _offset, raw in iter_framed(part.partition, part.next_offset):
+                key = record_key(raw, 0, len(raw))
+                if key is not None and not origin.keys.is_busy(key):
+                    origin.keys.hold(key)
+                    origin.held.add(key)
 
     def _start_offsets(
         self,
@@ -1597,7 +1528,7 @@ class GroupCoordinator:
             for lease, _reason, _terminal in forwards:
                 if lease.entries is None:
                     wanted.setdefault(lease.part, []).extend(lease.offsets)
-            stored = {part: _read_framed(part.partition, offsets) for part, offsets in wanted.items()}
+            stored = {part: read_framed(part.partition, offsets) for part, offsets in wanted.items()}
             for lease, reason, terminal in forwards:
                 part = lease.part
                 source = part.source_topic
@@ -1628,9 +1559,7 @@ class GroupCoordinator:
             for (dest, index), records in appends.items():
                 source_count = max(counts.values())
                 self._ensure_topic(dest, source_count)
-                stamps = [_record_timestamp(r) for r in records]
-                encoded = EncodedRecords(b"".join(records), len(records), stamps[0], max(stamps))
-                self._broker.append(dest, index, encoded, Acks.DURABLE, append_time_ms=now)
+                self._broker.append(dest, index, encoded(records), Acks.DURABLE, append_time_ms=now)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the records must not be lost
             _LOGGER.error("group %s: moving failed records to the retry path failed (%s); delivering them "
                           "again in place", state.name, exc, exc_info=not isinstance(exc, LogstoreError))

@@ -41,11 +41,11 @@ from logstore.broker.names import validate_group_name, validate_topic_name
 from logstore.broker.offsets import CommittedOffset, OffsetStore
 from logstore.broker.provenance import Provenance, read_provenance, resolved_offset, with_provenance
 from logstore.broker.retry import dlq_topic, redrive_topic
+from logstore.broker.stored import encoded, iter_framed
 from logstore.broker.topic import Partition
 from logstore.clock import Clock
 from logstore.errors import FailedPrecondition, InvalidArgument, NotFound
-from logstore.storage.batch import HEADER, HEADER_SIZE
-from logstore.storage.records import EncodedRecords, Record, decode_records, encode_records, record_spans
+from logstore.storage.records import Record, decode_records, encode_records
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -94,28 +94,6 @@ class DeadLetterFilter:
         return self.until_ms is None or when < self.until_ms
 
 
-def _iter_framed(partition: Partition, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-    log = partition.log
-    offset = max(start, log.log_start_offset)
-    while offset < end:
-        batches = log.read(offset, 1 << 20)
-        if not batches:
-            return
-        for batch in batches:
-            base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
-            spans = record_spans(batch, HEADER_SIZE, length)
-            for i in range(max(0, offset - base), count):
-                if base + i >= end:
-                    return
-                yield base + i, bytes(batch[spans[i] : spans[i + 1]])
-            offset = max(offset, base + count)
-
-
-def _timestamps(records: list[bytes]) -> tuple[int, int]:
-    stamps = [next(decode_records(r))[1].timestamp for r in records]
-    return stamps[0], max(stamps)
-
-
 class DeadLetters:
     """Dead letters of every group.  Thread-safe as far as the broker and offset store are."""
 
@@ -150,12 +128,12 @@ class DeadLetters:
         cursor = max(self._cursor(group, topic, p), 0)
         end = p.log.log_end_offset
         resolved: set[int] = set()
-        for offset, raw in _iter_framed(p, cursor, end):
+        for offset, raw in iter_framed(p, cursor, end):
             target = resolved_offset(raw)
             if target is not None:
                 resolved.add(target)
                 resolved.add(offset)
-        for offset, raw in _iter_framed(p, max(cursor, start), end):
+        for offset, raw in iter_framed(p, max(cursor, start), end):
             if offset not in resolved:
                 yield offset, raw
 
@@ -259,8 +237,7 @@ class DeadLetters:
         if cancelled():
             return False
         copies = [with_provenance(raw, self._reset(raw, topic, p.index, off)) for off, raw in items]
-        first, top = _timestamps(copies)
-        self._broker.append(target, p.index, EncodedRecords(b"".join(copies), len(copies), first, top), Acks.DURABLE)
+        self._broker.append(target, p.index, encoded(copies), Acks.DURABLE)
         self._resolve(group, topic, p, [off for off, _raw in items], flt.everything)
         return True
 

@@ -11,7 +11,7 @@ from logstore.broker.broker import Broker
 from logstore.broker.config import TopicConfig
 from logstore.broker.topic import TopicMetadata
 from logstore.broker.names import validate_topic_name
-from logstore.errors import InvalidArgument, LogstoreError
+from logstore.errors import InvalidArgument
 from logstore.server.paging import decode_page_token, encode_page_token
 from logstore.server.status import safe_deserializer, translate_errors
 from logstore.storage.config import Durability
