@@ -10,6 +10,12 @@ nothing else.
 How a member's records are delivered, leased and acked is described in
 ``session.py``.
 
+The retry path is here too: a forwarder thread copies failed leases, with
+provenance headers, to a retry tier or the dead-letter topic of the group's
+retry policy (durably, before the original counts as done), and records not
+yet due for delivery are set aside in the group's delay topic the same way.
+Dead letters themselves are listed, redriven and purged by ``deadletters.py``.
+
 Ownership moves only through ``_apply_assignment_locked``: a partition's
 leases at its old owner are revoked (their ids become stale, the records go
 back for redelivery) before the new owner sees it.  A delivery id is
