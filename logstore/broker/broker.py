@@ -343,6 +343,7 @@ class Broker:
         *,
         append_time_ms: int | None = None,
         internal: bool = False,
+        expected_offset: int | None = None,
     ) -> list[ProduceResult | LogstoreError]:
         """Append each partition's share of one request as one batch.
 
@@ -350,14 +351,21 @@ class Broker:
         appends nothing.  A share whose append then fails (the log closed,
         the disk is full) gets its error in the result list; the others are
         appended.  Raises that error instead if every share failed.
+        ``expected_offset`` (one share only) makes the append conditional on
+        the partition's log end (see ``PartitionLog.append``).
         """
+        if expected_offset is not None:
+            if len(shares) != 1:
+                raise InvalidArgument("expected_offset needs a produce to exactly one partition")
+            if expected_offset < 0:
+                raise InvalidArgument(f"expected_offset must not be negative, got {expected_offset}")
         for partition, records in shares:
             self.check_append(topic, partition, records, internal=internal)
         now = self.clock() if append_time_ms is None else append_time_ms
         results: list[ProduceResult | LogstoreError] = []
         for partition, records in shares:
             try:
-                results.append(self._append_checked(topic, partition, records, acks, now))
+                results.append(self._append_checked(topic, partition, records, acks, now, expected_offset))
             except LogstoreError as exc:
                 results.append(exc)
         if all(isinstance(r, LogstoreError) for r in results):
@@ -415,10 +423,19 @@ class Broker:
         return self._append_checked(topic, partition, records, acks, now)
 
     def _append_checked(
-        self, topic: str, partition: int, records: EncodedRecords, acks: Acks, now: int
+        self,
+        topic: str,
+        partition: int,
+        records: EncodedRecords,
+        acks: Acks,
+        now: int,
+        expected_offset: int | None = None,
     ) -> ProduceResult:
         p = self.partition(topic, partition)
-        base = p.log.append(build_batch_from_encoded(records))
+        try:
+            base = p.log.append(build_batch_from_encoded(records), expected_offset=expected_offset)
+        except FailedPrecondition as exc:
+            raise FailedPrecondition(f"{topic}/{partition}: {exc.message}") from None
         p.notify_appended()
         if acks is Acks.DURABLE:
             p.log.flush_to(base + records.count)

@@ -92,6 +92,9 @@ class LogService:
         if not records:
             raise InvalidArgument("a produce request needs at least one record")
         now = broker.clock()
+        expected = request.expected_offset if request.HasField("expected_offset") else None
+        if expected is not None and not request.HasField("partition"):
+            raise InvalidArgument("expected_offset needs the request's partition: a conditional append goes to one partition")
         if request.HasField("partition"):
             partition = request.partition
             t.partition(partition)
@@ -99,6 +102,7 @@ class LogService:
             request.ClearField("topic")
             request.ClearField("acks")
             request.ClearField("partition")
+            request.ClearField("expected_offset")
             shares = [(partition, request, received)]
             record_partitions: list[int] = []
         else:
@@ -118,7 +122,7 @@ class LogService:
                 record_partitions = []
         encoded = [(p, _encode_share(share, now, received)) for p, share, received in shares]
         results = []
-        for (p, enc), r in zip(encoded, broker.produce(topic, encoded, acks, append_time_ms=now)):
+        for (p, enc), r in zip(encoded, broker.produce(topic, encoded, acks, append_time_ms=now, expected_offset=expected)):
             if isinstance(r, LogstoreError):
                 results.append(
                     log_pb2.PartitionProduceResult(

@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import Iterable
 
 from logstore.clock import Clock, wall_clock_ms
-from logstore.errors import CorruptBatch, InvalidArgument, LogClosed, OffsetOutOfRange, RecordTooLarge
+from logstore.errors import (
+    CorruptBatch,
+    FailedPrecondition,
+    InvalidArgument,
+    LogClosed,
+    OffsetOutOfRange,
+    RecordTooLarge,
+)
 from logstore.storage.batch import HEADER, HEADER_SIZE, MAGIC, build_batch, iter_batch_records
 from logstore.storage.checkpoint import fsync_dir, read_checkpoint, write_checkpoint
 from logstore.storage.config import Durability, LogConfig
@@ -257,12 +264,14 @@ class PartitionLog:
 
     # -- appends -------------------------------------------------------------------
 
-    def append(self, batch: bytes | bytearray | memoryview) -> int:
+    def append(self, batch: bytes | bytearray | memoryview, *, expected_offset: int | None = None) -> int:
         """Append one batch (built by ``build_batch``); return its base offset.
 
         The batch's own base offset field is ignored and replaced by the next
         offset of the log.  Under ``always`` durability this returns only once
-        an fdatasync covers the batch.
+        an fdatasync covers the batch.  With ``expected_offset``, the append
+        happens only if the log end equals it (checked under the append lock);
+        otherwise FailedPrecondition, naming the log end, and nothing changes.
         """
         view = memoryview(batch)
         length = len(view)
@@ -280,6 +289,12 @@ class PartitionLog:
                 "build batches with logstore.storage.batch.build_batch"
             )
         with self._lock:
+            if expected_offset is not None and expected_offset != self._end_offset:
+                raise FailedPrecondition(
+                    f"expected_offset {expected_offset} is not the log end {self._end_offset}: someone "
+                    f"appended since; read up to {self._end_offset} and retry with "
+                    f"expected_offset={self._end_offset}"
+                )
             base = self._append_locked(view, count, max_ts, length)
             end = self._end_offset
             sync = self.config.durability is Durability.ALWAYS or self._flush_due_locked()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from logstore.clock import ManualClock
 from logstore.storage.config import Durability, LogConfig
 from logstore.storage.log import PartitionLog
@@ -185,3 +187,20 @@ def test_explicit_flush_syncs_under_every_policy(tmp_path):
             assert log.sync_count > before, durability
         finally:
             log.close()
+
+
+def test_expected_offset_appends_only_at_the_log_end(tmp_path) -> None:  # noqa: ANN001
+    """PartitionLog.append(expected_offset=end) appends; any other value raises and changes nothing."""
+    from logstore.errors import FailedPrecondition
+    from logstore.storage.batch import build_batch
+
+    log = PartitionLog.open(tmp_path / "p", LogConfig())
+    try:
+        assert log.append(build_batch([Record(None, b"a")]), expected_offset=0) == 0
+        for wrong in (0, 2, 100):
+            with pytest.raises(FailedPrecondition, match="log end 1"):
+                log.append(build_batch([Record(None, b"b")]), expected_offset=wrong)
+        assert log.log_end_offset == 1
+        assert log.append(build_batch([Record(None, b"c")]), expected_offset=1) == 1
+    finally:
+        log.close()

@@ -29,16 +29,18 @@ LOG_POSITION_EARLIEST: LogPosition
 LOG_POSITION_LATEST: LogPosition
 
 class ProduceRequest(_message.Message):
-    __slots__ = ("records", "topic", "acks", "partition")
+    __slots__ = ("records", "topic", "acks", "partition", "expected_offset")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_records_pb2.ProducerRecord]
     topic: str
     acks: Acks
     partition: int
-    def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ProducerRecord, _Mapping]]] = ..., topic: _Optional[str] = ..., acks: _Optional[_Union[Acks, str]] = ..., partition: _Optional[int] = ...) -> None: ...
+    expected_offset: int
+    def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ProducerRecord, _Mapping]]] = ..., topic: _Optional[str] = ..., acks: _Optional[_Union[Acks, str]] = ..., partition: _Optional[int] = ..., expected_offset: _Optional[int] = ...) -> None: ...
 
 class PartitionProduceResult(_message.Message):
     __slots__ = ("partition", "base_offset", "record_count", "log_append_time_ms", "error")

@@ -116,6 +116,10 @@ class LogServicer:
         (`max_batch_bytes`); the message names the limit and the size.
         - RESOURCE_EXHAUSTED if the broker is out of disk space or another limit
         was hit; the same request may succeed later.
+        - FAILED_PRECONDITION if `expected_offset` is set and the partition's log
+        end differs; the message gives the log end.  Nothing was appended.
+        INVALID_ARGUMENT if `expected_offset` is negative or set without
+        `partition`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
