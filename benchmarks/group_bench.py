@@ -754,6 +754,22 @@ def tally(results: Sequence[MemberResult], size: int) -> Tally:
     return Tally(received, size - missing, missing, anyone.find(0))
 
 
+def _peer_throughput(kind: str, address: str, group: str, members: int, settings, server_pid, row) -> None:  # noqa: ANN001
+    """One peer throughput run: ``members`` member processes of ``kind`` drain stream "bench" as ``group``."""
+    timeout = _throughput_timeout(settings.records)
+    specs = [
+        MemberSpec(kind, "", address, group, "bench", k, settings.records, None, timeout) for k in range(members)
+    ]
+    with _Team(specs) as team:
+        team.wait_ready()
+        cpu0 = _cpu(server_pid)
+        t0_ns = time.monotonic_ns()
+        team.go.set()
+        team.collect(timeout)
+        cpu1 = _cpu(server_pid)
+    _apply_throughput(row, team, settings.records, t0_ns, cpu1 - cpu0)
+
+
 def _apply_throughput(row: Row, team: _Team, records: int, t0_ns: int, server_cpu_s: float) -> None:
     t = tally(team.members, records)
     last = max((r.last_ns for r in team.members), default=0)
@@ -974,19 +990,7 @@ def _run_redis(settings: "Settings", parent: str) -> list[Row]:
                     group = f"g{m}"
                     for s in streams:
                         client.xgroup_create(s, group, id="0")
-                    specs = [
-                        MemberSpec("redis", "", address, group, "bench", k, settings.records, None,
-                                   _throughput_timeout(settings.records))
-                        for k in range(m)
-                    ]
-                    with _Team(specs) as team:
-                        team.wait_ready()
-                        cpu0 = _cpu(running.server_pid)
-                        t0_ns = time.monotonic_ns()
-                        team.go.set()
-                        team.collect(_throughput_timeout(settings.records))
-                        cpu1 = _cpu(running.server_pid)
-                    _apply_throughput(row, team, settings.records, t0_ns, cpu1 - cpu0)
+                    _peer_throughput("redis", address, group, m, settings, running.server_pid, row)
                     _check_redis(client, streams, group)
                     _log(f"[redis]   {row.rate:,.0f} records/s, {row.duplicates:,} duplicates")
                 except Exception as exc:  # noqa: BLE001
@@ -1061,19 +1065,7 @@ def _run_nats(settings: "Settings", parent: str) -> list[Row]:
                 try:
                     group = f"g{m}"
                     asyncio.run(_nats_add_consumer(address, "bench", group))
-                    specs = [
-                        MemberSpec("nats", "", address, group, "bench", k, settings.records, None,
-                                   _throughput_timeout(settings.records))
-                        for k in range(m)
-                    ]
-                    with _Team(specs) as team:
-                        team.wait_ready()
-                        cpu0 = _cpu(running.server_pid)
-                        t0_ns = time.monotonic_ns()
-                        team.go.set()
-                        team.collect(_throughput_timeout(settings.records))
-                        cpu1 = _cpu(running.server_pid)
-                    _apply_throughput(row, team, settings.records, t0_ns, cpu1 - cpu0)
+                    _peer_throughput("nats", address, group, m, settings, running.server_pid, row)
                     asyncio.run(_nats_check(address, "bench", group))
                     _log(f"[nats]   {row.rate:,.0f} records/s, {row.duplicates:,} duplicates")
                 except Exception as exc:  # noqa: BLE001

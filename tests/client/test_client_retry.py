@@ -8,56 +8,19 @@ sleeping; waits below are for the broker's asynchronous answers only."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from datetime import datetime
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
 from logstore import errors
 from logstore.client import Admin, Consumer, ConsumerMessage, DeadLetter, Producer, RetryPolicy
 from logstore.clock import ManualClock
-from logstore.server.app import RunningServer, serve
 
-_counter = itertools.count()
+from clocked_broker import admin, broker, clock, names, server  # noqa: F401 - pytest fixtures
+
 WAIT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, clock: ManualClock) -> Iterator[RunningServer]:
-    running = serve(tmp_path_factory.mktemp("retry-broker") / "data", "127.0.0.1:0", clock=clock)
-    yield running
-    running.stop(grace=1.0)
-
-
-@pytest.fixture
-def broker(server: RunningServer) -> str:
-    return server.address
-
-
-@pytest.fixture
-def admin(broker: str) -> Iterator[Admin]:
-    with Admin(broker) as a:
-        yield a
-
-
-@pytest.fixture
-def names(admin: Admin) -> Callable[..., tuple[str, str]]:
-    """A fresh (topic, group) pair per call; the topic is created with ``partitions``."""
-
-    def make(partitions: int = 1) -> tuple[str, str]:
-        n = next(_counter)
-        topic, group = f"retry-t{n}", f"retry-g{n}"
-        admin.create_topic(topic, partitions)
-        return topic, group
-
-    return make
 
 
 def produce(broker: str, topic: str, items: list[tuple[bytes, bytes]], **kw: object) -> None:
