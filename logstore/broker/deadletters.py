@@ -105,6 +105,10 @@ class DeadLetters:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], tuple[object, Callable[[], bool]]] = {}
         """(group, topic) of the redrives under way -> (a token of the call, its ``cancelled``)."""
+        self._steps: dict[tuple[str, str], threading.Lock] = {}
+        """(group, topic) -> held while a redrive counts its total or copies a chunk, so a
+        cancelled redrive that has not noticed yet finishes its chunk before the next one
+        starts, and never copies another (it checks that it still owns the slot)."""
 
     def _partitions(self, group: str, topic: str) -> list[Partition]:
         validate_group_name(group)
@@ -185,12 +189,19 @@ class DeadLetters:
                 raise FailedPrecondition(
                     f"a redrive of group {group!r}'s dead letters for {topic!r} is already running; wait for it"
                 )
-            # A cancelled redrive may not have noticed yet; it checks before each chunk and stops.
+            # A cancelled redrive may not have noticed yet; it checks, under the step
+            # lock, before each chunk that it still owns the slot, and stops.
             token = (object(), cancelled)
             self._running[(group, topic)] = token
+            step = self._steps.setdefault((group, topic), threading.Lock())
+
+        def stopped() -> bool:
+            return cancelled() or self._running.get((group, topic)) is not token
+
         try:
-            ends = {p.index: p.log.log_end_offset for p in partitions}
-            total = sum(sum(1 for _ in self._matching(group, topic, p, flt, ends[p.index])) for p in partitions)
+            with step:
+                ends = {p.index: p.log.log_end_offset for p in partitions}
+                total = sum(sum(1 for _ in self._matching(group, topic, p, flt, ends[p.index])) for p in partitions)
             target = redrive_topic(topic, group)
             self._ensure_topic(target, len(partitions))
             chunk = max(1, min(CHUNK, records_per_second // 10))
@@ -202,13 +213,13 @@ class DeadLetters:
                 for item in self._matching(group, topic, p, flt, ends[p.index]):
                     pending.append(item)
                     if len(pending) == chunk:
-                        if not self._redrive_chunk(group, topic, p, target, pending, flt, cancelled, started, done, records_per_second):
+                        if not self._redrive_chunk(group, topic, p, target, pending, flt, step, stopped, started, done, records_per_second):
                             return
                         done += len(pending)
                         pending = []
                         yield done, total
                 if pending:
-                    if not self._redrive_chunk(group, topic, p, target, pending, flt, cancelled, started, done, records_per_second):
+                    if not self._redrive_chunk(group, topic, p, target, pending, flt, step, stopped, started, done, records_per_second):
                         return
                     done += len(pending)
                     yield done, total
@@ -225,21 +236,24 @@ class DeadLetters:
         target: str,
         items: list[tuple[int, bytes]],
         flt: DeadLetterFilter,
-        cancelled: Callable[[], bool],
+        step: threading.Lock,
+        stopped: Callable[[], bool],
         started: float,
         done: int,
         rate: int,
     ) -> bool:
-        """Pace, then copy one chunk durably and resolve it; False if cancelled first."""
-        pause = started + done / rate - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        if cancelled():
-            return False
-        copies = [with_provenance(raw, self._reset(raw, topic, p.index, off)) for off, raw in items]
-        self._broker.append(target, p.index, encoded(copies), Acks.DURABLE)
-        self._resolve(group, topic, p, [off for off, _raw in items], flt.everything)
-        return True
+        """Pace, then copy one chunk durably and resolve it; False if stopped first."""
+        while (pause := started + done / rate - time.monotonic()) > 0:
+            if stopped():
+                return False
+            time.sleep(min(pause, 0.05))
+        with step:
+            if stopped():
+                return False
+            copies = [with_provenance(raw, self._reset(raw, topic, p.index, off)) for off, raw in items]
+            self._broker.append(target, p.index, encoded(copies), Acks.DURABLE)
+            self._resolve(group, topic, p, [off for off, _raw in items], flt.everything)
+            return True
 
     def _reset(self, raw: bytes, topic: str, partition: int, offset: int) -> Provenance:
         old = read_provenance(raw)
