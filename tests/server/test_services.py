@@ -61,7 +61,7 @@ def test_reflection_lists_and_describes_the_services(channel):
     names = {s.name for s in response.list_services_response.service}
     assert {"logstore.v1.Log", "logstore.v1.Admin", "grpc.health.v1.Health"} <= names
     for service, methods in (
-        ("logstore.v1.Log", {"Produce", "ProduceStream", "Fetch", "Subscribe", "ListOffsets"}),
+        ("logstore.v1.Log", {"InitProducer", "Produce", "ProduceStream", "Fetch", "Subscribe", "ListOffsets"}),
         ("logstore.v1.Admin", {"CreateTopic", "DeleteTopic", "ListTopics", "DescribeTopic", "CreatePartitions"}),
     ):
         response = _reflect(channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=service))

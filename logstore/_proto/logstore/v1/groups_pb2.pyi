@@ -226,6 +226,24 @@ class CommitOffsetsResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ProduceAndCommitRequest(_message.Message):
+    __slots__ = ("group", "offsets", "produce", "if_committed")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCE_FIELD_NUMBER: _ClassVar[int]
+    IF_COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    offsets: _containers.RepeatedCompositeFieldContainer[OffsetCommit]
+    produce: _log_pb2.ProduceRequest
+    if_committed: _containers.RepeatedCompositeFieldContainer[OffsetCommit]
+    def __init__(self, group: _Optional[str] = ..., offsets: _Optional[_Iterable[_Union[OffsetCommit, _Mapping]]] = ..., produce: _Optional[_Union[_log_pb2.ProduceRequest, _Mapping]] = ..., if_committed: _Optional[_Iterable[_Union[OffsetCommit, _Mapping]]] = ...) -> None: ...
+
+class ProduceAndCommitResponse(_message.Message):
+    __slots__ = ("produce",)
+    PRODUCE_FIELD_NUMBER: _ClassVar[int]
+    produce: _log_pb2.ProduceResponse
+    def __init__(self, produce: _Optional[_Union[_log_pb2.ProduceResponse, _Mapping]] = ...) -> None: ...
+
 class FetchCommittedOffsetsRequest(_message.Message):
     __slots__ = ("group", "topics")
     GROUP_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class GroupsStub:
                 request_serializer=logstore_dot_v1_dot_groups__pb2.CommitOffsetsRequest.SerializeToString,
                 response_deserializer=logstore_dot_v1_dot_groups__pb2.CommitOffsetsResponse.FromString,
                 _registered_method=True)
+        self.ProduceAndCommit = channel.unary_unary(
+                '/logstore.v1.Groups/ProduceAndCommit',
+                request_serializer=logstore_dot_v1_dot_groups__pb2.ProduceAndCommitRequest.SerializeToString,
+                response_deserializer=logstore_dot_v1_dot_groups__pb2.ProduceAndCommitResponse.FromString,
+                _registered_method=True)
         self.FetchCommittedOffsets = channel.unary_unary(
                 '/logstore.v1.Groups/FetchCommittedOffsets',
                 request_serializer=logstore_dot_v1_dot_groups__pb2.FetchCommittedOffsetsRequest.SerializeToString,
@@ -159,6 +164,41 @@ class GroupsServicer:
         - NOT_FOUND if a topic or partition does not exist.
         - FAILED_PRECONDITION if the group has members on Consume streams: the
         broker commits for such a group; ack on the stream, or use SeekGroup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProduceAndCommit(self, request, context):
+        """Appends records to one partition and commits a group's offsets as one
+        atomic step: the building block of exactly-once read-process-write.  A
+        service reads input with Fetch or Subscribe, writes its output and the
+        input offsets it consumed with this call, and after any crash resumes
+        from the committed offsets: its output then holds each input's results
+        exactly once.
+
+        The guarantee: once the call returns OK, both the records and the
+        offsets are on disk.  If the broker dies during the call, then after it
+        restarts either both are there or neither is, never one of them.  A
+        zombie (an old instance still running after a new one took over) is
+        stopped by `if_committed`: the commit, and so the append, happens only
+        if the group's offsets are still those the caller read.  What it does
+        not guarantee: records appended here are visible to readers at once,
+        like any produce, so a reader may see them before the call returns; if
+        the machine then loses power before they reach the disk, they are gone
+        after the restart (and the offsets were not committed).  A broker
+        process crash alone loses nothing written.  Limits: one output
+        partition per call; the group must not have members on Consume streams.
+
+        Status codes:
+        - INVALID_ARGUMENT as for CommitOffsets and Produce, and if `produce`
+        names no partition or sets `acks` to anything but ACKS_DURABLE or
+        ACKS_UNSPECIFIED (the call is always durable).
+        - NOT_FOUND if a topic or partition does not exist.
+        - FAILED_PRECONDITION if a partition in `if_committed` has another
+        committed offset (the message gives it), if the group has members on
+        Consume streams, or as for an idempotent Produce.  Nothing happened.
+        - OUT_OF_RANGE as for an idempotent Produce.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -304,6 +344,11 @@ def add_GroupsServicer_to_server(servicer, server):
                     request_deserializer=logstore_dot_v1_dot_groups__pb2.CommitOffsetsRequest.FromString,
                     response_serializer=logstore_dot_v1_dot_groups__pb2.CommitOffsetsResponse.SerializeToString,
             ),
+            'ProduceAndCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProduceAndCommit,
+                    request_deserializer=logstore_dot_v1_dot_groups__pb2.ProduceAndCommitRequest.FromString,
+                    response_serializer=logstore_dot_v1_dot_groups__pb2.ProduceAndCommitResponse.SerializeToString,
+            ),
             'FetchCommittedOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.FetchCommittedOffsets,
                     request_deserializer=logstore_dot_v1_dot_groups__pb2.FetchCommittedOffsetsRequest.FromString,
@@ -410,6 +455,33 @@ class Groups:
             '/logstore.v1.Groups/CommitOffsets',
             logstore_dot_v1_dot_groups__pb2.CommitOffsetsRequest.SerializeToString,
             logstore_dot_v1_dot_groups__pb2.CommitOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProduceAndCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.v1.Groups/ProduceAndCommit',
+            logstore_dot_v1_dot_groups__pb2.ProduceAndCommitRequest.SerializeToString,
+            logstore_dot_v1_dot_groups__pb2.ProduceAndCommitResponse.FromString,
             options,
             channel_credentials,
             insecure,

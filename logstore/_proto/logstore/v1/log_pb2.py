@@ -25,43 +25,47 @@ _sym_db = _symbol_database.Default()
 from logstore._proto.logstore.v1 import records_pb2 as logstore_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15logstore/v1/log.proto\x12\x0blogstore.v1\x1a\x19logstore/v1/records.proto\"\x84\x02\n\x0eProduceRequest\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.logstore.v1.ProducerRecord\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x1f\n\x04\x61\x63ks\x18\x03 \x01(\x0e\x32\x11.logstore.v1.Acks\x12\x16\n\tpartition\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x1c\n\x0f\x65xpected_offset\x18\x08 \x01(\x03H\x01\x88\x01\x01\x42\x0c\n\n_partitionB\x12\n\x10_expected_offsetJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08R\x0bproducer_idR\x0eproducer_epochR\rbase_sequence\"\x96\x01\n\x16PartitionProduceResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x14\n\x0crecord_count\x18\x03 \x01(\x05\x12\x1a\n\x12log_append_time_ms\x18\x04 \x01(\x03\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.logstore.v1.Status\"e\n\x0fProduceResponse\x12\x37\n\npartitions\x18\x01 \x03(\x0b\x32#.logstore.v1.PartitionProduceResult\x12\x19\n\x11record_partitions\x18\x02 \x03(\x05\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"X\n\x14ProduceStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x07produce\x18\x02 \x01(\x0b\x32\x1b.logstore.v1.ProduceRequest\"\x8d\x01\n\x15ProduceStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1c.logstore.v1.ProduceResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.logstore.v1.StatusH\x00\x42\x08\n\x06result\"h\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x05 \x01(\x05\"l\n\rFetchResponse\x12)\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x18.logstore.v1.RecordBatch\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x03 \x01(\x03\"\xf6\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x32\n\x0estart_position\x18\x03 \x01(\x0e\x32\x18.logstore.v1.LogPositionH\x00\x12\x16\n\x0cstart_offset\x18\x04 \x01(\x03H\x00\x12\x1c\n\x12start_timestamp_ms\x18\x05 \x01(\x03H\x00\x12\x15\n\x0bstop_offset\x18\x06 \x01(\x03H\x01\x12\x1b\n\x11stop_timestamp_ms\x18\x07 \x01(\x03H\x01\x12\x11\n\tmax_bytes\x18\x08 \x01(\x05\x42\x07\n\x05startB\x06\n\x04stop\"\xc6\x01\n\x11SubscribeResponse\x12)\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x18.logstore.v1.RecordBatch\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x03 \x01(\x03\x12\x19\n\x0cstart_offset\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0bstop_offset\x18\x05 \x01(\x03H\x01\x88\x01\x01\x42\x0f\n\r_start_offsetB\x0e\n\x0c_stop_offset\"\x85\x01\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\x12,\n\x08position\x18\x03 \x01(\x0e\x32\x18.logstore.v1.LogPositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x04 \x01(\x03H\x00\x42\x06\n\x04spec\"\x92\x01\n\x0fPartitionOffset\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x19\n\x0ctimestamp_ms\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10log_start_offset\x18\x04 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x05 \x01(\x03\x42\x0f\n\r_timestamp_ms\"G\n\x13ListOffsetsResponse\x12\x30\n\npartitions\x18\x01 \x03(\x0b\x32\x1c.logstore.v1.PartitionOffset*N\n\x04\x41\x63ks\x12\x14\n\x10\x41\x43KS_UNSPECIFIED\x10\x00\x12\r\n\tACKS_NONE\x10\x01\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x02\x12\x10\n\x0c\x41\x43KS_DURABLE\x10\x03*_\n\x0bLogPosition\x12\x1c\n\x18LOG_POSITION_UNSPECIFIED\x10\x00\x12\x19\n\x15LOG_POSITION_EARLIEST\x10\x01\x12\x17\n\x13LOG_POSITION_LATEST\x10\x02\x32\x87\x03\n\x03Log\x12\x44\n\x07Produce\x12\x1b.logstore.v1.ProduceRequest\x1a\x1c.logstore.v1.ProduceResponse\x12Z\n\rProduceStream\x12!.logstore.v1.ProduceStreamRequest\x1a\".logstore.v1.ProduceStreamResponse(\x01\x30\x01\x12>\n\x05\x46\x65tch\x12\x19.logstore.v1.FetchRequest\x1a\x1a.logstore.v1.FetchResponse\x12L\n\tSubscribe\x12\x1d.logstore.v1.SubscribeRequest\x1a\x1e.logstore.v1.SubscribeResponse0\x01\x12P\n\x0bListOffsets\x12\x1f.logstore.v1.ListOffsetsRequest\x1a .logstore.v1.ListOffsetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15logstore/v1/log.proto\x12\x0blogstore.v1\x1a\x19logstore/v1/records.proto\"\x9f\x02\n\x0eProduceRequest\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.logstore.v1.ProducerRecord\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x1f\n\x04\x61\x63ks\x18\x03 \x01(\x0e\x32\x11.logstore.v1.Acks\x12\x16\n\tpartition\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0bproducer_id\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x16\n\x0eproducer_epoch\x18\x06 \x01(\x05\x12\x15\n\rbase_sequence\x18\x07 \x01(\x05\x12\x1c\n\x0f\x65xpected_offset\x18\x08 \x01(\x03H\x02\x88\x01\x01\x42\x0c\n\n_partitionB\x0e\n\x0c_producer_idB\x12\n\x10_expected_offset\"\xa9\x01\n\x16PartitionProduceResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x14\n\x0crecord_count\x18\x03 \x01(\x05\x12\x1a\n\x12log_append_time_ms\x18\x04 \x01(\x03\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.logstore.v1.Status\x12\x11\n\tduplicate\x18\x06 \x01(\x08\"\x7f\n\x0fProduceResponse\x12\x37\n\npartitions\x18\x01 \x03(\x0b\x32#.logstore.v1.PartitionProduceResult\x12\x19\n\x11record_partitions\x18\x02 \x03(\x05\x12\x18\n\x10throttle_time_ms\x18\x03 \x01(\x03\"(\n\x13InitProducerRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"C\n\x14InitProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"X\n\x14ProduceStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x07produce\x18\x02 \x01(\x0b\x32\x1b.logstore.v1.ProduceRequest\"\x8d\x01\n\x15ProduceStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1c.logstore.v1.ProduceResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.logstore.v1.StatusH\x00\x42\x08\n\x06result\"h\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x05 \x01(\x05\"l\n\rFetchResponse\x12)\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x18.logstore.v1.RecordBatch\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x03 \x01(\x03\"\xf6\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x32\n\x0estart_position\x18\x03 \x01(\x0e\x32\x18.logstore.v1.LogPositionH\x00\x12\x16\n\x0cstart_offset\x18\x04 \x01(\x03H\x00\x12\x1c\n\x12start_timestamp_ms\x18\x05 \x01(\x03H\x00\x12\x15\n\x0bstop_offset\x18\x06 \x01(\x03H\x01\x12\x1b\n\x11stop_timestamp_ms\x18\x07 \x01(\x03H\x01\x12\x11\n\tmax_bytes\x18\x08 \x01(\x05\x42\x07\n\x05startB\x06\n\x04stop\"\xc6\x01\n\x11SubscribeResponse\x12)\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x18.logstore.v1.RecordBatch\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x03 \x01(\x03\x12\x19\n\x0cstart_offset\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0bstop_offset\x18\x05 \x01(\x03H\x01\x88\x01\x01\x42\x0f\n\r_start_offsetB\x0e\n\x0c_stop_offset\"\x85\x01\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\x12,\n\x08position\x18\x03 \x01(\x0e\x32\x18.logstore.v1.LogPositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x04 \x01(\x03H\x00\x42\x06\n\x04spec\"\x92\x01\n\x0fPartitionOffset\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x19\n\x0ctimestamp_ms\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10log_start_offset\x18\x04 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x05 \x01(\x03\x42\x0f\n\r_timestamp_ms\"G\n\x13ListOffsetsResponse\x12\x30\n\npartitions\x18\x01 \x03(\x0b\x32\x1c.logstore.v1.PartitionOffset*N\n\x04\x41\x63ks\x12\x14\n\x10\x41\x43KS_UNSPECIFIED\x10\x00\x12\r\n\tACKS_NONE\x10\x01\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x02\x12\x10\n\x0c\x41\x43KS_DURABLE\x10\x03*_\n\x0bLogPosition\x12\x1c\n\x18LOG_POSITION_UNSPECIFIED\x10\x00\x12\x19\n\x15LOG_POSITION_EARLIEST\x10\x01\x12\x17\n\x13LOG_POSITION_LATEST\x10\x02\x32\xdc\x03\n\x03Log\x12S\n\x0cInitProducer\x12 .logstore.v1.InitProducerRequest\x1a!.logstore.v1.InitProducerResponse\x12\x44\n\x07Produce\x12\x1b.logstore.v1.ProduceRequest\x1a\x1c.logstore.v1.ProduceResponse\x12Z\n\rProduceStream\x12!.logstore.v1.ProduceStreamRequest\x1a\".logstore.v1.ProduceStreamResponse(\x01\x30\x01\x12>\n\x05\x46\x65tch\x12\x19.logstore.v1.FetchRequest\x1a\x1a.logstore.v1.FetchResponse\x12L\n\tSubscribe\x12\x1d.logstore.v1.SubscribeRequest\x1a\x1e.logstore.v1.SubscribeResponse0\x01\x12P\n\x0bListOffsets\x12\x1f.logstore.v1.ListOffsetsRequest\x1a .logstore.v1.ListOffsetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'logstore.v1.log_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACKS']._serialized_start=1883
-  _globals['_ACKS']._serialized_end=1961
-  _globals['_LOGPOSITION']._serialized_start=1963
-  _globals['_LOGPOSITION']._serialized_end=2058
+  _globals['_ACKS']._serialized_start=2066
+  _globals['_ACKS']._serialized_end=2144
+  _globals['_LOGPOSITION']._serialized_start=2146
+  _globals['_LOGPOSITION']._serialized_end=2241
   _globals['_PRODUCEREQUEST']._serialized_start=66
-  _globals['_PRODUCEREQUEST']._serialized_end=326
-  _globals['_PARTITIONPRODUCERESULT']._serialized_start=329
-  _globals['_PARTITIONPRODUCERESULT']._serialized_end=479
-  _globals['_PRODUCERESPONSE']._serialized_start=481
-  _globals['_PRODUCERESPONSE']._serialized_end=582
-  _globals['_STATUS']._serialized_start=584
-  _globals['_STATUS']._serialized_end=623
-  _globals['_PRODUCESTREAMREQUEST']._serialized_start=625
-  _globals['_PRODUCESTREAMREQUEST']._serialized_end=713
-  _globals['_PRODUCESTREAMRESPONSE']._serialized_start=716
-  _globals['_PRODUCESTREAMRESPONSE']._serialized_end=857
-  _globals['_FETCHREQUEST']._serialized_start=859
-  _globals['_FETCHREQUEST']._serialized_end=963
-  _globals['_FETCHRESPONSE']._serialized_start=965
-  _globals['_FETCHRESPONSE']._serialized_end=1073
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1076
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1322
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1325
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1523
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=1526
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=1659
-  _globals['_PARTITIONOFFSET']._serialized_start=1662
-  _globals['_PARTITIONOFFSET']._serialized_end=1808
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1810
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1881
-  _globals['_LOG']._serialized_start=2061
-  _globals['_LOG']._serialized_end=2452
+  _globals['_PRODUCEREQUEST']._serialized_end=353
+  _globals['_PARTITIONPRODUCERESULT']._serialized_start=356
+  _globals['_PARTITIONPRODUCERESULT']._serialized_end=525
+  _globals['_PRODUCERESPONSE']._serialized_start=527
+  _globals['_PRODUCERESPONSE']._serialized_end=654
+  _globals['_INITPRODUCERREQUEST']._serialized_start=656
+  _globals['_INITPRODUCERREQUEST']._serialized_end=696
+  _globals['_INITPRODUCERRESPONSE']._serialized_start=698
+  _globals['_INITPRODUCERRESPONSE']._serialized_end=765
+  _globals['_STATUS']._serialized_start=767
+  _globals['_STATUS']._serialized_end=806
+  _globals['_PRODUCESTREAMREQUEST']._serialized_start=808
+  _globals['_PRODUCESTREAMREQUEST']._serialized_end=896
+  _globals['_PRODUCESTREAMRESPONSE']._serialized_start=899
+  _globals['_PRODUCESTREAMRESPONSE']._serialized_end=1040
+  _globals['_FETCHREQUEST']._serialized_start=1042
+  _globals['_FETCHREQUEST']._serialized_end=1146
+  _globals['_FETCHRESPONSE']._serialized_start=1148
+  _globals['_FETCHRESPONSE']._serialized_end=1256
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1259
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1505
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1508
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1706
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=1709
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=1842
+  _globals['_PARTITIONOFFSET']._serialized_start=1845
+  _globals['_PARTITIONOFFSET']._serialized_end=1991
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1993
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=2064
+  _globals['_LOG']._serialized_start=2244
+  _globals['_LOG']._serialized_end=2720
 # @@protoc_insertion_point(module_scope)

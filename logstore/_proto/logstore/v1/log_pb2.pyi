@@ -29,40 +29,64 @@ LOG_POSITION_EARLIEST: LogPosition
 LOG_POSITION_LATEST: LogPosition
 
 class ProduceRequest(_message.Message):
-    __slots__ = ("records", "topic", "acks", "partition", "expected_offset")
+    __slots__ = ("records", "topic", "acks", "partition", "producer_id", "producer_epoch", "base_sequence", "expected_offset")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BASE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_records_pb2.ProducerRecord]
     topic: str
     acks: Acks
     partition: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
     expected_offset: int
-    def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ProducerRecord, _Mapping]]] = ..., topic: _Optional[str] = ..., acks: _Optional[_Union[Acks, str]] = ..., partition: _Optional[int] = ..., expected_offset: _Optional[int] = ...) -> None: ...
+    def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ProducerRecord, _Mapping]]] = ..., topic: _Optional[str] = ..., acks: _Optional[_Union[Acks, str]] = ..., partition: _Optional[int] = ..., producer_id: _Optional[int] = ..., producer_epoch: _Optional[int] = ..., base_sequence: _Optional[int] = ..., expected_offset: _Optional[int] = ...) -> None: ...
 
 class PartitionProduceResult(_message.Message):
-    __slots__ = ("partition", "base_offset", "record_count", "log_append_time_ms", "error")
+    __slots__ = ("partition", "base_offset", "record_count", "log_append_time_ms", "error", "duplicate")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     BASE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     LOG_APPEND_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     partition: int
     base_offset: int
     record_count: int
     log_append_time_ms: int
     error: Status
-    def __init__(self, partition: _Optional[int] = ..., base_offset: _Optional[int] = ..., record_count: _Optional[int] = ..., log_append_time_ms: _Optional[int] = ..., error: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+    duplicate: bool
+    def __init__(self, partition: _Optional[int] = ..., base_offset: _Optional[int] = ..., record_count: _Optional[int] = ..., log_append_time_ms: _Optional[int] = ..., error: _Optional[_Union[Status, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class ProduceResponse(_message.Message):
-    __slots__ = ("partitions", "record_partitions")
+    __slots__ = ("partitions", "record_partitions", "throttle_time_ms")
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     RECORD_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionProduceResult]
     record_partitions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionProduceResult, _Mapping]]] = ..., record_partitions: _Optional[_Iterable[int]] = ...) -> None: ...
+    throttle_time_ms: int
+    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionProduceResult, _Mapping]]] = ..., record_partitions: _Optional[_Iterable[int]] = ..., throttle_time_ms: _Optional[int] = ...) -> None: ...
+
+class InitProducerRequest(_message.Message):
+    __slots__ = ("client_id",)
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    def __init__(self, client_id: _Optional[str] = ...) -> None: ...
+
+class InitProducerResponse(_message.Message):
+    __slots__ = ("producer_id", "producer_epoch")
+    PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    producer_id: int
+    producer_epoch: int
+    def __init__(self, producer_id: _Optional[int] = ..., producer_epoch: _Optional[int] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("code", "message")

@@ -36,8 +36,10 @@ class LogStub:
     - DEADLINE_EXCEEDED or CANCELLED, the usual gRPC outcomes.
     - INTERNAL for a bug in the broker.
     For Produce and ProduceStream, UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED
-    leave the outcome unknown: the records may have been appended, and sending
-    them again may duplicate them (until the idempotent producer lands).
+    leave the outcome unknown: the records may have been appended.  Sending
+    them again may duplicate them, unless the request is idempotent (it
+    carries `producer_id`, see InitProducer): then the broker recognises the
+    retry and answers with the original offsets and `duplicate` set.
     """
 
     def __init__(self, channel):
@@ -46,6 +48,11 @@ class LogStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.InitProducer = channel.unary_unary(
+                '/logstore.v1.Log/InitProducer',
+                request_serializer=logstore_dot_v1_dot_log__pb2.InitProducerRequest.SerializeToString,
+                response_deserializer=logstore_dot_v1_dot_log__pb2.InitProducerResponse.FromString,
+                _registered_method=True)
         self.Produce = channel.unary_unary(
                 '/logstore.v1.Log/Produce',
                 request_serializer=logstore_dot_v1_dot_log__pb2.ProduceRequest.SerializeToString,
@@ -84,9 +91,32 @@ class LogServicer:
     - DEADLINE_EXCEEDED or CANCELLED, the usual gRPC outcomes.
     - INTERNAL for a bug in the broker.
     For Produce and ProduceStream, UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED
-    leave the outcome unknown: the records may have been appended, and sending
-    them again may duplicate them (until the idempotent producer lands).
+    leave the outcome unknown: the records may have been appended.  Sending
+    them again may duplicate them, unless the request is idempotent (it
+    carries `producer_id`, see InitProducer): then the broker recognises the
+    retry and answers with the original offsets and `duplicate` set.
     """
+
+    def InitProducer(self, request, context):
+        """Registers an idempotent producer: returns a producer id and an epoch to
+        put on its produce requests, with a sequence number per partition.
+
+        Without `client_id`, every call returns a new producer id at epoch 0.
+        With `client_id`, the first call returns a new producer id and later
+        calls with the same `client_id` return the same id with the epoch bumped
+        by one; produce requests with an older epoch are then refused (the old
+        instance is fenced).  Registrations are stored durably and survive
+        restarts.
+
+        Status codes:
+        - INVALID_ARGUMENT if `client_id` is longer than 255 bytes or holds
+        control characters.
+        - RESOURCE_EXHAUSTED if the epoch of `client_id` reached 32767; use a
+        new `client_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Produce(self, request, context):
         """Appends records to one topic, in one call.
@@ -120,6 +150,13 @@ class LogServicer:
         end differs; the message gives the log end.  Nothing was appended.
         INVALID_ARGUMENT if `expected_offset` is negative or set without
         `partition`.
+        - For idempotent requests (`producer_id` set), see `ProduceRequest`:
+        OUT_OF_RANGE for a sequence number that is not the next one expected
+        (a gap, or an old batch no longer remembered); FAILED_PRECONDITION for
+        an unknown producer id or a fenced epoch.  Nothing was appended.
+        - PERMISSION_DENIED to append to an internal topic (`__*`) or, when the
+        broker checks tokens, to a topic the caller may not produce to;
+        UNAUTHENTICATED without a valid token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,6 +250,11 @@ class LogServicer:
 
 def add_LogServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'InitProducer': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducer,
+                    request_deserializer=logstore_dot_v1_dot_log__pb2.InitProducerRequest.FromString,
+                    response_serializer=logstore_dot_v1_dot_log__pb2.InitProducerResponse.SerializeToString,
+            ),
             'Produce': grpc.unary_unary_rpc_method_handler(
                     servicer.Produce,
                     request_deserializer=logstore_dot_v1_dot_log__pb2.ProduceRequest.FromString,
@@ -257,9 +299,38 @@ class Log:
     - DEADLINE_EXCEEDED or CANCELLED, the usual gRPC outcomes.
     - INTERNAL for a bug in the broker.
     For Produce and ProduceStream, UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED
-    leave the outcome unknown: the records may have been appended, and sending
-    them again may duplicate them (until the idempotent producer lands).
+    leave the outcome unknown: the records may have been appended.  Sending
+    them again may duplicate them, unless the request is idempotent (it
+    carries `producer_id`, see InitProducer): then the broker recognises the
+    retry and answers with the original offsets and `duplicate` set.
     """
+
+    @staticmethod
+    def InitProducer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.v1.Log/InitProducer',
+            logstore_dot_v1_dot_log__pb2.InitProducerRequest.SerializeToString,
+            logstore_dot_v1_dot_log__pb2.InitProducerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Produce(request,
