@@ -323,7 +323,6 @@ def test_produce_stream_response_reports_a_per_request_error() -> None:
     [
         (records_pb2.RecordBatch, {7, 8, 9}),
         (records_pb2.ProducerRecord, {1, 7, 8}),
-        (log_pb2.ProduceRequest, {5, 6, 7}),
     ],
 )
 def test_reserved_numbers_stay_reserved(message, numbers: set[int]) -> None:
@@ -333,3 +332,12 @@ def test_reserved_numbers_stay_reserved(message, numbers: set[int]) -> None:
     reserved = {n for r in proto.reserved_range for n in range(r.start, r.end)}
     assert numbers <= reserved
     assert not numbers & {f.number for f in message.DESCRIPTOR.fields}
+
+
+def test_produce_request_carries_the_idempotent_producer_fields_at_their_reserved_numbers() -> None:
+    """producer_id, producer_epoch and base_sequence took the numbers 5, 6, 7 that were reserved for them."""
+    fields = log_pb2.ProduceRequest.DESCRIPTOR.fields_by_name
+    assert {name: fields[name].number for name in ("producer_id", "producer_epoch", "base_sequence")} == {
+        "producer_id": 5, "producer_epoch": 6, "base_sequence": 7,
+    }
+    assert not log_pb2.ProduceRequest().HasField("producer_id")
