@@ -20,6 +20,9 @@ __all__ = [
     "AlreadyExists",
     "OffsetOutOfRange",
     "FailedPrecondition",
+    "ProducerFenced",
+    "UnknownProducer",
+    "OutOfOrderSequence",
     "CorruptBatch",
     "LogClosed",
     "ResourceExhausted",
@@ -86,6 +89,32 @@ class FailedPrecondition(LogstoreError):
     """The system is not in the state the request requires."""
 
     grpc_status = "FAILED_PRECONDITION"
+
+
+class ProducerFenced(FailedPrecondition):
+    """An idempotent producer's epoch is older than the latest one issued for
+    its id: another instance registered with the same client id since."""
+
+
+class UnknownProducer(FailedPrecondition):
+    """An idempotent produce names a producer id or epoch the broker never issued."""
+
+
+class OutOfOrderSequence(LogstoreError):
+    """An idempotent produce's sequence number is not the next one expected for
+    its producer and partition (a gap, or an old batch no longer remembered).
+
+    ``expected`` is the sequence the broker would have accepted."""
+
+    grpc_status = "OUT_OF_RANGE"
+    MESSAGE_PREFIX = "out-of-order sequence"
+    """Every message starts with this, so clients can tell it from an offset out of range."""
+
+    def __init__(self, message: str, expected: int | None = None) -> None:
+        if not message.startswith(self.MESSAGE_PREFIX):
+            message = f"{self.MESSAGE_PREFIX}: {message}"
+        super().__init__(message)
+        self.expected = expected
 
 
 class CorruptBatch(LogstoreError):

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from logstore.broker import idempotence
 from logstore.broker.config import MAX_PARTITIONS, BrokerConfig, TopicConfig
+from logstore.broker.idempotence import ProducerId, ProducerRegistry, ProducerStamp
 from logstore.broker.names import validate_topic_name
 from logstore.broker.partitioner import partition_for_key
 from logstore.broker.topic import Partition, Topic, TopicMetadata
@@ -45,6 +47,7 @@ from logstore.errors import (
 )
 from logstore.storage.batch import HEADER, HEADER_SIZE, build_batch_from_encoded, iter_batch_records
 from logstore.storage.checkpoint import fsync_dir
+from logstore.storage.config import Durability
 from logstore.storage.records import EncodedRecords, record_sizes
 
 _LOGGER = logging.getLogger(__name__)
@@ -73,6 +76,8 @@ class ProduceResult:
     base_offset: int
     record_count: int
     append_time_ms: int
+    duplicate: bool = False
+    """An idempotent retry of a batch already appended: nothing was appended now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,8 @@ class Broker:
         self._lock_fd = -1
         self._scheduler: threading.Thread | None = None
         self._deletion_listeners: list[Callable[[str], None]] = []
+        self.producers = ProducerRegistry(self)
+        """Idempotent producer ids and epochs (``__producers``, loaded at first use)."""
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -183,6 +190,7 @@ class Broker:
             self._scheduler.join()
         with self._lock:
             topics = list(self._topics.values())
+        self._snapshot_producers(topics)
         for topic in topics:
             topic.close()
         self._release_dir_lock()
@@ -205,10 +213,24 @@ class Broker:
                     partition.log.apply_retention()
                     if checkpoint:
                         partition.log.checkpoint()
+                        idempotence.snapshot(partition, self.clock())
                 except LogClosed:
                     pass
                 except Exception:  # noqa: BLE001 - the scheduler must survive one bad partition
                     _LOGGER.exception("scheduler: %s/%d failed", partition.topic, partition.index)
+
+    def _snapshot_producers(self, topics: list[Topic]) -> None:
+        for topic in topics:
+            for partition in topic.partitions:
+                try:
+                    idempotence.snapshot(partition, self.clock())
+                except Exception:  # noqa: BLE001 - the log tail rebuilds it at the next start
+                    _LOGGER.exception("%s/%d: producer-state snapshot failed", partition.topic, partition.index)
+
+    def init_producer(self, client_id: str = "") -> ProducerId:
+        """Register an idempotent producer (see ``idempotence.ProducerRegistry``)."""
+        self._check_open()
+        return self.producers.init_producer(client_id)
 
     def all_partitions(self) -> list[Partition]:
         with self._lock:
@@ -344,6 +366,7 @@ class Broker:
         append_time_ms: int | None = None,
         internal: bool = False,
         expected_offset: int | None = None,
+        producer: ProducerStamp | None = None,
     ) -> list[ProduceResult | LogstoreError]:
         """Append each partition's share of one request as one batch.
 
@@ -352,20 +375,27 @@ class Broker:
         the disk is full) gets its error in the result list; the others are
         appended.  Raises that error instead if every share failed.
         ``expected_offset`` (one share only) makes the append conditional on
-        the partition's log end (see ``PartitionLog.append``).
+        the partition's log end (see ``PartitionLog.append``).  ``producer``
+        (one share only) makes it idempotent (see ``idempotence``).
         """
         if expected_offset is not None:
             if len(shares) != 1:
                 raise InvalidArgument("expected_offset needs a produce to exactly one partition")
             if expected_offset < 0:
                 raise InvalidArgument(f"expected_offset must not be negative, got {expected_offset}")
+        if producer is not None:
+            if len(shares) != 1:
+                raise InvalidArgument(
+                    "an idempotent produce (producer_id set) goes to exactly one partition: name it in the request"
+                )
+            self.producers.check_epoch(producer.producer_id, producer.epoch)
         for partition, records in shares:
             self.check_append(topic, partition, records, internal=internal)
         now = self.clock() if append_time_ms is None else append_time_ms
         results: list[ProduceResult | LogstoreError] = []
         for partition, records in shares:
             try:
-                results.append(self._append_checked(topic, partition, records, acks, now, expected_offset))
+                results.append(self._append_checked(topic, partition, records, acks, now, expected_offset, producer))
             except LogstoreError as exc:
                 results.append(exc)
         if all(isinstance(r, LogstoreError) for r in results):
@@ -430,18 +460,30 @@ class Broker:
         acks: Acks,
         now: int,
         expected_offset: int | None = None,
+        producer: ProducerStamp | None = None,
     ) -> ProduceResult:
         p = self.partition(topic, partition)
+        duplicate = False
         try:
-            base = p.log.append(build_batch_from_encoded(records), expected_offset=expected_offset)
+            if producer is None:
+                base = p.log.append(build_batch_from_encoded(records), expected_offset=expected_offset)
+            else:
+                batch = build_batch_from_encoded(
+                    records,
+                    producer_id=producer.producer_id,
+                    producer_epoch=producer.epoch,
+                    base_sequence=producer.base_sequence,
+                )
+                base, now, duplicate = idempotence.append_idempotent(p, batch, records, producer, now, expected_offset)
         except FailedPrecondition as exc:
-            raise FailedPrecondition(f"{topic}/{partition}: {exc.message}") from None
-        p.notify_appended()
-        if acks is Acks.DURABLE:
-            p.log.flush_to(base + records.count)
+            raise type(exc)(f"{topic}/{partition}: {exc.message}") from None
+        if not duplicate:
+            p.notify_appended()
+        if acks is Acks.DURABLE or (producer is not None and p.log.config.durability is Durability.ALWAYS):
+            p.log.flush_to(base + records.count)  # a duplicate too: the original may not be on disk yet
         if acks is Acks.NONE:
-            return ProduceResult(partition, -1, records.count, 0)
-        return ProduceResult(partition, base, records.count, now)
+            return ProduceResult(partition, -1, records.count, 0, duplicate)
+        return ProduceResult(partition, base, records.count, now, duplicate)
 
     # -- consume ---------------------------------------------------------------------
 

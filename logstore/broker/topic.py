@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from logstore.broker.config import TopicConfig
+from logstore.broker.producerstate import ProducerStates
 from logstore.clock import Clock
 from logstore.errors import NotFound
 from logstore.storage.checkpoint import read_checkpoint, write_checkpoint
@@ -70,12 +71,16 @@ class TopicMetadata:
 class Partition:
     """One partition's log plus a condition that long-polling readers wait on."""
 
-    __slots__ = ("topic", "index", "log", "_cond", "_listeners")
+    __slots__ = ("topic", "index", "log", "_cond", "_listeners", "producer_lock", "producer_states")
 
     def __init__(self, topic: str, index: int, log: PartitionLog) -> None:
         self.topic = topic
         self.index = index
         self.log = log
+        self.producer_lock = threading.Lock()
+        """Held across the check, append and record of an idempotent append (see ``idempotence``)."""
+        self.producer_states: ProducerStates | None = None
+        """The idempotent producers' state, loaded at the first idempotent append."""
         self._cond = threading.Condition()
         self._listeners: tuple[Callable[[], None], ...] = ()
 

@@ -31,7 +31,9 @@ from logstore.errors import (
     LogstoreError,
     NotFound,
     OffsetOutOfRange,
+    OutOfOrderSequence,
     PermissionDenied,
+    ProducerFenced,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -75,6 +77,8 @@ _CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in g
 
 _RANGE_RE = re.compile(r"valid offsets are (-?\d+)\D+?(-?\d+)")
 _OFFSET_RE = re.compile(r"offset (-?\d+)")
+_EXPECTED_RE = re.compile(r"next sequence expected is (\d+)")
+_FENCED_RE = re.compile(r"epoch \d+ is fenced")
 
 
 def resolve_address(broker: str | None) -> str:
@@ -123,7 +127,12 @@ def error_from_status(code: grpc.StatusCode | int, message: str, target: str | N
         code = _CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
     message = message or code.name.lower().replace("_", " ")
     if code is grpc.StatusCode.OUT_OF_RANGE:
+        if message.startswith(OutOfOrderSequence.MESSAGE_PREFIX):
+            expected = _EXPECTED_RE.search(message)
+            return OutOfOrderSequence(message, int(expected.group(1)) if expected else None)
         return _offset_out_of_range(message)
+    if code is grpc.StatusCode.FAILED_PRECONDITION and _FENCED_RE.search(message):
+        return ProducerFenced(message)
     if code is grpc.StatusCode.UNAVAILABLE and target is not None:
         message = f"broker {target} is unavailable: {message}"
     if code is grpc.StatusCode.DEADLINE_EXCEEDED and target is not None:

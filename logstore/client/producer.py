@@ -35,12 +35,31 @@ Ordering: records sent to one partition from one thread get increasing
 offsets in send order, as long as none fails (a failed request fails all its
 records and later requests still go through).
 
+Idempotence and retries (on by default): the producer registers with
+``InitProducer`` before its first request (with ``client_id``, a new
+instance fences the previous one) and numbers the records it sends to each
+partition, putting the producer id, epoch and first sequence on every
+request.  When the stream breaks (UNAVAILABLE, a reset connection, a request
+unanswered within ``request_timeout_ms``), every unanswered request is sent
+again, in the original order, on a new stream after ``retry_backoff_ms``;
+the broker answers those it had already appended as duplicates, with their
+original offsets, so each record is appended exactly once and per-partition
+order holds.  A batch is retried until it is ``delivery_timeout_ms`` old,
+then fails with the last error.  ``max_in_flight`` is at most 5 then: the
+broker remembers the last 5 batches per producer and partition.  A request
+the broker refuses for good (e.g. the topic was deleted, the producer was
+fenced) fails its records; later requests to that partition that were
+already in flight fail too (the broker refuses them as out of order) and
+the next ones continue the sequence.
+
 What the producer does not guarantee:
-- No retries.  A request whose stream breaks (UNAVAILABLE, CANCELLED, a
-  request that gets no answer within ``request_timeout_ms``) fails with its
-  outcome unknown: the records may or may not have been appended, and
-  sending them again may duplicate them (there is no idempotent producer
-  yet).
+- With ``idempotent=False`` (or ``acks="none"``, which implies it) there
+  are no retries: a request whose stream breaks fails with its outcome
+  unknown; the records may or may not have been appended, and sending them
+  again may duplicate them.
+- Exactly-once holds per producer instance and partition.  Records sent
+  again by your code after a failed future (rather than retried by the
+  producer) are new records.
 - Futures do not support ``cancel()`` (it returns False): a record handed to
   ``send`` is on its way.
 - Done callbacks run on the producer's I/O thread; keep them short and do
@@ -102,12 +121,17 @@ ACKS: dict[object, int] = {
 }
 
 _PRODUCE_STREAM_METHOD = "/logstore.v1.Log/ProduceStream"
+_INIT_PRODUCER_METHOD = "/logstore.v1.Log/InitProducer"
+_SEQUENCE_MODULUS = 1 << 31  # sequences are int32 and wrap to 0
 _BATCH_HEADER_BYTES = 53  # logstore.storage.batch.HEADER_SIZE: counted in a topic's max_batch_bytes
 _KEY_CACHE_LIMIT = 1 << 16  # keys whose partition (and framing) are remembered per topic
 _FRAMED_KEY_LIMIT = 256  # longer keys are not copied into a cached framing, only their partition is cached
 _VALUE_CACHE_LIMIT = 1 << 12  # value lengths whose keyless record framing is remembered per topic
 _SEND_MANY_SLICE = 8192  # send_many queues at most this many records per lock acquisition
 _IDLE_WAKE_S = 0.1  # the sender checks request deadlines and metadata age this often when idle
+
+_RETRIABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+"""Stream failures an idempotent producer retries (the broker deduplicates what it had appended)."""
 
 _time_ns = time.time_ns
 _monotonic = time.monotonic
@@ -129,6 +153,9 @@ _T_HEADER_VALUE = b"\x12"  # Header.value (field 2)
 _T_TOPIC = b"\x12"  # ProduceRequest.topic (field 2)
 _T_ACKS = b"\x18"  # ProduceRequest.acks (field 3, varint)
 _T_PARTITION = b"\x20"  # ProduceRequest.partition (field 4, varint, explicit presence)
+_T_PRODUCER_ID = b"\x28"  # ProduceRequest.producer_id (field 5, varint, explicit presence)
+_T_PRODUCER_EPOCH = b"\x30"  # ProduceRequest.producer_epoch (field 6, varint)
+_T_BASE_SEQUENCE = b"\x38"  # ProduceRequest.base_sequence (field 7, varint)
 _T_REQUEST_ID = b"\x08"  # ProduceStreamRequest.request_id (field 1, varint)
 _T_PRODUCE = b"\x12"  # ProduceStreamRequest.produce (field 2, length-delimited)
 
@@ -357,7 +384,7 @@ class _Batch:
     __slots__ = (
         "topic", "partition", "registry", "parts", "room", "count", "limit", "created", "force",
         "cond", "state", "base_offset", "append_time", "exception", "watched",
-        "request_id", "sent_at",
+        "request_id", "sent_at", "data", "sequence", "doomed",
     )
 
     def __init__(self, topic: str, partition: int, limit: int, now: float, registry: dict) -> None:
@@ -378,6 +405,9 @@ class _Batch:
         self.watched: list[_RecordFuture] = []  # futures with waiters or callbacks
         self.request_id = 0
         self.sent_at = 0.0
+        self.data: bytes | None = None  # the encoded records, kept from the first send for retries
+        self.sequence = -1  # idempotent: the sequence of the first record, assigned at the first send
+        self.doomed: LogstoreError | None = None  # an earlier batch to the partition failed for good
 
     @property
     def size(self) -> int:
@@ -643,6 +673,15 @@ class Producer:
         metadata_max_age_ms: partition counts older than this are looked up again.
         clock: where default record timestamps come from (epoch ms); the wall
             clock by default.
+        idempotent: register as an idempotent producer and retry safely (see
+            the module docstring); on by default unless ``acks="none"``.
+        client_id: with idempotence, names this producer across restarts: a
+            new Producer with the same ``client_id`` fences this one (its
+            requests fail with ``ProducerFenced``).  Empty: anonymous.
+        delivery_timeout_ms: with idempotence, how long a batch may be retried
+            (from when it was created) before it fails.
+        retry_backoff_ms: with idempotence, the pause before a broken stream is
+            reopened and its requests sent again.
     """
 
     def __init__(
@@ -658,11 +697,28 @@ class Producer:
         request_timeout_ms: float = 30_000,
         metadata_max_age_ms: float = 300_000,
         clock: Clock | None = None,
+        idempotent: bool | None = None,
+        client_id: str = "",
+        delivery_timeout_ms: float = 120_000,
+        retry_backoff_ms: float = 100,
     ) -> None:
         try:
             self._acks = ACKS[acks.lower() if isinstance(acks, str) else acks]
         except (KeyError, TypeError):
             raise InvalidArgument(f"acks {acks!r} is not known: use 'none', 'leader' or 'durable'") from None
+        if idempotent is None:
+            idempotent = self._acks != log_pb2.ACKS_NONE
+        if idempotent and self._acks == log_pb2.ACKS_NONE:
+            raise InvalidArgument("an idempotent producer needs the broker's answer: use acks 'leader' or 'durable'")
+        if idempotent and max_in_flight > 5:
+            raise InvalidArgument(
+                f"an idempotent producer keeps at most 5 requests in flight (the broker remembers 5 batches per "
+                f"partition), got max_in_flight={max_in_flight}; lower it or pass idempotent=False"
+            )
+        if delivery_timeout_ms <= 0 or retry_backoff_ms < 0:
+            raise InvalidArgument(
+                f"delivery_timeout_ms must be > 0 and retry_backoff_ms >= 0, got {delivery_timeout_ms} and {retry_backoff_ms}"
+            )
         if linger_ms < 0 or batch_bytes < 1 or max_in_flight < 1 or buffer_bytes < 1:
             raise InvalidArgument(
                 "linger_ms must be >= 0 and batch_bytes, max_in_flight and buffer_bytes >= 1; got "
@@ -685,6 +741,22 @@ class Producer:
         self._request_timeout = request_timeout_ms / 1000.0
         self._metadata_max_age = metadata_max_age_ms / 1000.0
         self._clock = clock  # None: time.time_ns inline, the fastest wall clock read
+        self._idempotent = idempotent
+        self._client_id = client_id
+        self._delivery_timeout = delivery_timeout_ms / 1000.0
+        self._retry_backoff = retry_backoff_ms / 1000.0
+        self._init_producer = self._channel.unary_unary(
+            _INIT_PRODUCER_METHOD,
+            request_serializer=log_pb2.InitProducerRequest.SerializeToString,
+            response_deserializer=log_pb2.InitProducerResponse.FromString,
+        )
+        self._producer_fields = b""  # idempotent: the encoded producer_id and epoch, once registered
+        self._sequences: dict[tuple[str, int], int] = {}  # idempotent: the next sequence per partition
+        self._not_before = 0.0  # no new stream before this (backoff after a failure)
+        self._abandoned = False  # close() gave up waiting: nothing is retried any more
+        self.producer_id = -1
+        """The id InitProducer gave this producer (-1 until its first request, or when not idempotent)."""
+        self.producer_epoch = -1
 
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)  # the sender waits on it
@@ -1041,6 +1113,7 @@ class Producer:
                 registry.clear()
             self._sticky_batches.clear()
             self._full.clear()
+            self._abandoned = True
             self._wakeup.notify_all()
         for stream in streams:
             if stream.call is not None:
@@ -1188,6 +1261,7 @@ class Producer:
     def _sender_loop(self) -> None:
         next_meta_check = _monotonic() + 1.0
         while True:
+            register = False
             with self._lock:
                 while True:
                     now = _monotonic()
@@ -1198,27 +1272,89 @@ class Producer:
                             if now - meta.fetched_at > self._metadata_max_age and self._meta.get(topic) is meta:
                                 del self._meta[topic]  # the next send looks the topic up again
                     batch = None
-                    if self._inflight < self._max_in_flight:
+                    backing_off = now < self._not_before and (self._stream is None or self._stream.dead)
+                    if self._inflight < self._max_in_flight and not backing_off:
+                        if self._idempotent and not self._producer_fields and (self._full or self._open):
+                            register = True
+                            break
                         batch = self._pick_locked(now)
                         if batch is not None:
                             break
-                    if self._closing and not self._open and not self._full:
+                    if self._closing and not self._open and not self._full and not (self._idempotent and self._inflight):
                         stream = self._stream
                         self._stream = None
                         if stream is not None and stream.queue is not None:
                             stream.queue.put(None)  # half-close: the broker answers what it has, then OK
                         return
-                    self._wakeup.wait(self._next_wait_locked(now))
-                self._inflight += 1
-                stream = self._stream
-                if stream is None or stream.dead:
-                    stream = self._open_stream_locked()
-                request_id = self._next_request_id
-                self._next_request_id = request_id + 1
-                batch.request_id = request_id
-                batch.sent_at = now
-                stream.inflight.append(batch)
+                    wait = self._next_wait_locked(now)
+                    if backing_off:
+                        wait = min(wait, self._not_before - now)
+                    self._wakeup.wait(wait)
+                if not register:
+                    self._inflight += 1
+                    stream = self._stream
+                    if stream is None or stream.dead:
+                        stream = self._open_stream_locked()
+                    request_id = self._next_request_id
+                    self._next_request_id = request_id + 1
+                    batch.request_id = request_id
+                    batch.sent_at = now
+                    if self._idempotent and batch.sequence < 0:
+                        key = (batch.topic, batch.partition)
+                        batch.sequence = self._sequences.get(key, 0)
+                        self._sequences[key] = (batch.sequence + batch.count) % _SEQUENCE_MODULUS
+                    stream.inflight.append(batch)
+            if register:
+                self._register()
+                continue
             stream.queue.put(self._encode_request(batch, request_id))  # type: ignore[union-attr]
+
+    def _register(self) -> None:
+        """InitProducer, outside the lock.  A transient failure backs off; any other
+        fails the records waiting to be sent (the next ones try again)."""
+        try:
+            answer = self._init_producer(
+                log_pb2.InitProducerRequest(client_id=self._client_id), timeout=self._request_timeout
+            )
+        except grpc.RpcError as exc:
+            error = translate_rpc_error(exc, self.target)
+            with self._lock:
+                now = _monotonic()
+                self._not_before = now + self._retry_backoff
+                transient = exc.code() in _RETRIABLE
+                doomed = [
+                    b for b in (*self._full, *self._open.values())
+                    if not transient or now - b.created >= self._delivery_timeout
+                ]
+            for batch in doomed:
+                self._drop_unsent(batch)
+                self._finish(batch, -1, 0, error, counted=False)
+            if not transient:
+                _LOGGER.warning("InitProducer failed: %s", error)
+            return
+        with self._lock:
+            self.producer_id = answer.producer_id
+            self.producer_epoch = answer.producer_epoch
+            self._producer_fields = b"".join(
+                (_T_PRODUCER_ID, _varint(answer.producer_id), _T_PRODUCER_EPOCH, _varint(answer.producer_epoch))
+            )
+            self._wakeup.notify()
+
+    def _drop_unsent(self, batch: _Batch) -> None:
+        """Take a batch that was never sent out of the queues (it is about to fail)."""
+        with self._lock:
+            try:
+                self._full.remove(batch)
+                return
+            except ValueError:
+                pass
+            key = (batch.topic, batch.partition)
+            if self._open.get(key) is batch:
+                del self._open[key]
+                batch.registry.pop(batch.partition, None)
+                if self._sticky_batches.get(batch.topic) is batch:
+                    del self._sticky_batches[batch.topic]
+                self._buffered += batch.size  # _finish takes it off again
 
     def _encode_request(self, batch: _Batch, request_id: int) -> bytes:
         topic = batch.topic.encode("utf-8")
@@ -1227,6 +1363,14 @@ class Producer:
         )
         parts = batch.parts
         assert parts is not None
+        if self._idempotent:
+            # Fields 5-7 after partition (4): the broker's fast path expects number order.
+            tail = b"".join((tail, self._producer_fields, _T_BASE_SEQUENCE, _varint(batch.sequence)))
+            parts[0] = b"".join((_T_REQUEST_ID, _encode_varint(request_id), _T_PRODUCE, _varint(batch.size + len(tail))))
+            parts.append(tail)
+            request = b"".join(parts)
+            parts.pop()  # kept for a retry, which gets a new request id
+            return request
         batch.parts = None
         parts[0] = b"".join((_T_REQUEST_ID, _encode_varint(request_id), _T_PRODUCE, _varint(batch.size + len(tail))))
         parts.append(tail)
@@ -1254,6 +1398,7 @@ class Producer:
 
     def _read_answers(self, stream: _Stream) -> None:
         error: LogstoreError | None = None
+        retriable = True  # the stream ended without an answer: the outcome is unknown
         try:
             for response in stream.call:  # type: ignore[union-attr]
                 with self._lock:
@@ -1263,29 +1408,40 @@ class Producer:
                         f"broker {self.target} answered request {response.request_id} but "
                         f"{batch.request_id if batch else 'none'} was expected; the stream was reset"
                     )
+                    retriable = False
                     if batch is not None:
                         self._finish(batch, -1, 0, error)
                     stream.call.cancel()  # type: ignore[union-attr]
                     break
-                self._answer(batch, response)
+                error = self._answer(stream, batch, response)
+                if error is not None:  # transient: this request and those after it go again
+                    with self._lock:
+                        stream.inflight.appendleft(batch)
+                    stream.call.cancel()  # type: ignore[union-attr]
+                    break
         except grpc.RpcError as exc:
+            retriable = exc.code() in _RETRIABLE
             if stream.timed_out:
                 error = LogstoreError(
                     f"broker {self.target} did not answer a produce request within "
                     f"{self._request_timeout * 1000:.0f} ms; the outcome is unknown"
                 )
                 error.grpc_status = "DEADLINE_EXCEEDED"
+                retriable = True
             else:
                 error = translate_rpc_error(exc, self.target)
         except Exception as exc:  # pragma: no cover - a bug
             _LOGGER.exception("the producer's answer thread failed")
             error = LogstoreError(f"the producer failed reading answers: {exc!r}")
+            retriable = False
         with self._lock:
             stream.dead = True
             failed = list(stream.inflight)
             stream.inflight.clear()
             if self._stream is stream:
                 self._stream = None
+            if failed and self._idempotent and retriable:
+                failed = self._requeue_locked(failed)
         stream.queue.put(None)  # type: ignore[union-attr]  # ends gRPC's request iterator
         if failed:
             if error is None:
@@ -1296,19 +1452,58 @@ class Producer:
             for batch in failed:
                 self._finish(batch, -1, 0, error)
 
-    def _answer(self, batch: _Batch, response: log_pb2.ProduceStreamResponse) -> None:
+    def _requeue_locked(self, batches: list[_Batch]) -> list[_Batch]:
+        """Put unanswered batches back at the head of the send queue, in their order, to
+        be sent again after the backoff; return those past ``delivery_timeout_ms`` instead."""
+        now = _monotonic()
+        expired = [b for b in batches if self._abandoned or now - b.created >= self._delivery_timeout]
+        kept = [b for b in batches if not (self._abandoned or now - b.created >= self._delivery_timeout)]
+        self._inflight -= len(kept)
+        self._full.extendleft(reversed(kept))
+        self._not_before = now + self._retry_backoff
+        if kept:
+            _LOGGER.info("produce stream to %s broke; sending %d request(s) again", self.target, len(kept))
+        self._wakeup.notify()
+        return expired
+
+    def _answer(self, stream: _Stream, batch: _Batch, response: log_pb2.ProduceStreamResponse) -> LogstoreError | None:
+        """Resolve ``batch`` from its answer, or return the error if it should be sent again."""
         kind = response.WhichOneof("result")
+        status = None
         if kind == "error":
-            self._finish(batch, -1, 0, error_from_status(response.error.code, response.error.message))
-            return
-        if kind != "response" or not response.response.partitions:
+            status = response.error
+        elif kind != "response" or not response.response.partitions:
             self._finish(batch, -1, 0, LogstoreError(f"broker {self.target} sent an empty produce answer"))
-            return
-        result = response.response.partitions[0]
-        if result.HasField("error") and result.error.code:
-            self._finish(batch, -1, 0, error_from_status(result.error.code, result.error.message))
-            return
-        self._finish(batch, result.base_offset, result.log_append_time_ms, None)
+            return None
+        else:
+            result = response.response.partitions[0]
+            if result.HasField("error") and result.error.code:
+                status = result.error
+        if status is None:
+            self._finish(batch, result.base_offset, result.log_append_time_ms, None)
+            return None
+        error = error_from_status(status.code, status.message)
+        if self._idempotent:
+            if status.code == grpc.StatusCode.UNAVAILABLE.value[0] and not self._abandoned:
+                return error
+            if batch.doomed is not None:
+                error = type(batch.doomed)(
+                    f"not appended: an earlier request to {batch.topic}/{batch.partition} failed: {batch.doomed}"
+                )
+            else:
+                self._give_up_sequence(stream, batch, error)
+        self._finish(batch, -1, 0, error)
+        return None
+
+    def _give_up_sequence(self, stream: _Stream, batch: _Batch, error: LogstoreError) -> None:
+        """``batch`` failed for good, so its sequences were never used: the next batch to
+        its partition reuses them, and those already numbered after it will be refused."""
+        key = (batch.topic, batch.partition)
+        with self._lock:
+            self._sequences[key] = batch.sequence
+            for later in (*stream.inflight, *self._full):
+                if (later.topic, later.partition) == key and later.sequence >= 0:
+                    later.doomed = error
 
     def _finish(self, batch: _Batch, base_offset: int, append_time: int, exc: LogstoreError | None, *, counted: bool = True) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ import grpc
 
 from logstore._proto.logstore.v1 import log_pb2
 from logstore.broker.broker import Acks, Broker, FetchResult
+from logstore.broker.idempotence import ProducerStamp
 from logstore.errors import InvalidArgument, LogClosed, LogstoreError, NotFound
 from logstore.server import wire
 from logstore.server.status import (
@@ -95,6 +96,14 @@ class LogService:
         expected = request.expected_offset if request.HasField("expected_offset") else None
         if expected is not None and not request.HasField("partition"):
             raise InvalidArgument("expected_offset needs the request's partition: a conditional append goes to one partition")
+        stamp = None
+        if request.HasField("producer_id") and request.producer_id != -1:
+            if not request.HasField("partition"):
+                raise InvalidArgument(
+                    "an idempotent produce (producer_id set) needs the request's partition: sequences are per "
+                    "partition, so route records to partitions yourself (murmur2 of the key, see ProducerRecord.key)"
+                )
+            stamp = ProducerStamp(request.producer_id, request.producer_epoch, request.base_sequence)
         if request.HasField("partition"):
             partition = request.partition
             t.partition(partition)
@@ -103,6 +112,9 @@ class LogService:
             request.ClearField("acks")
             request.ClearField("partition")
             request.ClearField("expected_offset")
+            request.ClearField("producer_id")
+            request.ClearField("producer_epoch")
+            request.ClearField("base_sequence")
             shares = [(partition, request, received)]
             record_partitions: list[int] = []
         else:
@@ -122,7 +134,8 @@ class LogService:
                 record_partitions = []
         encoded = [(p, _encode_share(share, now, received)) for p, share, received in shares]
         results = []
-        for (p, enc), r in zip(encoded, broker.produce(topic, encoded, acks, append_time_ms=now, expected_offset=expected)):
+        answers = broker.produce(topic, encoded, acks, append_time_ms=now, expected_offset=expected, producer=stamp)
+        for (p, enc), r in zip(encoded, answers):
             if isinstance(r, LogstoreError):
                 results.append(
                     log_pb2.PartitionProduceResult(
@@ -139,9 +152,15 @@ class LogService:
                         base_offset=r.base_offset,
                         record_count=r.record_count,
                         log_append_time_ms=r.append_time_ms,
+                        duplicate=r.duplicate,
                     )
                 )
         return log_pb2.ProduceResponse(partitions=results, record_partitions=record_partitions)
+
+    @translate_errors
+    def InitProducer(self, request: log_pb2.InitProducerRequest, context: grpc.ServicerContext) -> log_pb2.InitProducerResponse:
+        issued = self._broker.init_producer(request.client_id)
+        return log_pb2.InitProducerResponse(producer_id=issued.producer_id, producer_epoch=issued.epoch)
 
     @translate_errors
     def Produce(self, request: "_WithRaw", context: grpc.ServicerContext) -> log_pb2.ProduceResponse:
@@ -282,6 +301,11 @@ class LogService:
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
+                "InitProducer": grpc.unary_unary_rpc_method_handler(
+                    self.InitProducer,
+                    request_deserializer=safe_deserializer(log_pb2.InitProducerRequest),
+                    response_serializer=log_pb2.InitProducerResponse.SerializeToString,
+                ),
                 "Produce": grpc.unary_unary_rpc_method_handler(
                     self.Produce,
                     request_deserializer=_keeping_raw(log_pb2.ProduceRequest),
@@ -349,6 +373,12 @@ def _received_records(request: log_pb2.ProduceRequest, raw: bytes | None) -> mem
     others = log_pb2.ProduceRequest(topic=request.topic, acks=request.acks)
     if request.HasField("partition"):
         others.partition = request.partition
+    if request.HasField("producer_id"):
+        others.producer_id = request.producer_id
+        others.producer_epoch = request.producer_epoch
+        others.base_sequence = request.base_sequence
+    if request.HasField("expected_offset"):
+        others.expected_offset = request.expected_offset
     suffix = others.SerializeToString()
     cut = len(raw) - len(suffix)
     if raw[cut:] != suffix:

@@ -264,14 +264,19 @@ class PartitionLog:
 
     # -- appends -------------------------------------------------------------------
 
-    def append(self, batch: bytes | bytearray | memoryview, *, expected_offset: int | None = None) -> int:
+    def append(
+        self, batch: bytes | bytearray | memoryview, *, expected_offset: int | None = None, wait_durable: bool = True
+    ) -> int:
         """Append one batch (built by ``build_batch``); return its base offset.
 
         The batch's own base offset field is ignored and replaced by the next
         offset of the log.  Under ``always`` durability this returns only once
-        an fdatasync covers the batch.  With ``expected_offset``, the append
-        happens only if the log end equals it (checked under the append lock);
-        otherwise FailedPrecondition, naming the log end, and nothing changes.
+        an fdatasync covers the batch, unless ``wait_durable`` is False: then
+        the caller must call ``flush_to(base + count)`` before it reports the
+        batch durable (so it can release its own locks first).  With
+        ``expected_offset``, the append happens only if the log end equals it
+        (checked under the append lock); otherwise FailedPrecondition, naming
+        the log end, and nothing changes.
         """
         view = memoryview(batch)
         length = len(view)
@@ -298,7 +303,7 @@ class PartitionLog:
             base = self._append_locked(view, count, max_ts, length)
             end = self._end_offset
             sync = self.config.durability is Durability.ALWAYS or self._flush_due_locked()
-        if sync:
+        if sync and (wait_durable or self.config.durability is not Durability.ALWAYS):
             self._group.await_durable(end)
         return base
 

@@ -1,0 +1,302 @@
+"""The idempotent producer: producer ids and epochs, and exactly-once appends.
+
+Two parts, both used by ``Broker``:
+
+**The registry** (``ProducerRegistry``) hands out producer ids and epochs
+(``init_producer``) and remembers them in the internal topic
+``__producers`` (1 partition, ``always`` durability, kept forever).  One
+record per registration::
+
+    key    the client id as UTF-8 (empty for an anonymous producer)
+    value  offset  size  field
+           ------  ----  -----------------------------------------------
+                0     8  producer_id     int64, >= 0
+                8     2  producer_epoch  int16, >= 0
+
+Replaying the topic gives each client id its producer id and latest epoch,
+each producer id its latest epoch, and the next free id (one past the
+largest).  A registration is appended durably before it is answered, so an
+id is never handed out twice and a fenced epoch stays fenced after a crash.
+
+**Exactly-once appends** (``append_idempotent``): under the partition's
+``producer_lock``, the batch is checked against the partition's
+``ProducerStates`` (see ``producerstate``), appended with the producer's id,
+epoch and base sequence in its header, and recorded.  A duplicate appends
+nothing and is answered with the original batch's offsets.  The table is
+loaded lazily, on the first idempotent append to the partition, from the
+snapshot file ``producers.snapshot`` in the partition's directory plus the
+batch headers after it; ``snapshot`` writes that file (the broker calls it
+at each checkpoint and at close), after flushing the log so a snapshot never
+covers offsets that are not on disk.
+
+What this does not guarantee: the registry keeps every producer id it ever
+issued in memory and on disk (a few dozen bytes each; anonymous producers
+register once per ``Producer`` instance).  If retention deletes segments
+written after the last snapshot before the table is next loaded, the
+batches in them are not remembered: a producer whose last batches were
+there gets OutOfOrderSequence and must re-register.  A duplicate's
+``append_time_ms`` is the original batch's largest timestamp as stored,
+which for create-time topics is the producer's clock, not the broker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from logstore.broker.config import TopicConfig
+from logstore.broker.producerstate import AppendedBatch, ProducerStates
+from logstore.broker.topic import Partition
+from logstore.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ProducerFenced,
+    ResourceExhausted,
+    UnknownProducer,
+)
+from logstore.storage.batch import HEADER, iter_batch_records
+from logstore.storage.checkpoint import read_checkpoint, write_checkpoint
+from logstore.storage.config import Durability
+from logstore.storage.records import EncodedRecords, Record
+
+if TYPE_CHECKING:
+    from logstore.broker.broker import Broker
+
+_LOGGER = logging.getLogger(__name__)
+
+__all__ = [
+    "PRODUCERS_TOPIC",
+    "SNAPSHOT_FILE",
+    "MAX_CLIENT_ID_BYTES",
+    "MAX_EPOCH",
+    "ProducerId",
+    "ProducerStamp",
+    "ProducerRegistry",
+    "load_states",
+    "snapshot",
+    "append_idempotent",
+]
+
+PRODUCERS_TOPIC = "__producers"
+PRODUCERS_TOPIC_CONFIG = TopicConfig(retention_ms=-1, retention_bytes=-1, durability=Durability.ALWAYS)
+SNAPSHOT_FILE = "producers.snapshot"
+MAX_CLIENT_ID_BYTES = 255
+MAX_EPOCH = (1 << 15) - 1
+"""Epochs are int16 in the batch header."""
+
+_REGISTRATION = struct.Struct(
+    "<"
+    "q"  # producer_id     int64
+    "h"  # producer_epoch  int16
+)
+assert _REGISTRATION.size == 10, _REGISTRATION.size
+
+_SCAN_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerId:
+    """What InitProducer answers."""
+
+    producer_id: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerStamp:
+    """The idempotence fields of one produce request for one partition."""
+
+    producer_id: int
+    epoch: int
+    base_sequence: int
+
+    def __post_init__(self) -> None:
+        if self.producer_id < 0:
+            raise InvalidArgument(f"producer_id must be 0 or more (from InitProducer), got {self.producer_id}")
+        if not 0 <= self.epoch <= MAX_EPOCH:
+            raise InvalidArgument(f"producer_epoch must be in [0, {MAX_EPOCH}], got {self.epoch}")
+        if not 0 <= self.base_sequence < (1 << 31):
+            raise InvalidArgument(f"base_sequence must be in [0, 2^31), got {self.base_sequence}")
+
+
+def _check_client_id(client_id: str) -> bytes:
+    raw = client_id.encode("utf-8")
+    if len(raw) > MAX_CLIENT_ID_BYTES:
+        raise InvalidArgument(f"client_id is {len(raw)} bytes of UTF-8; keep it to at most {MAX_CLIENT_ID_BYTES}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in client_id):
+        raise InvalidArgument("client_id must not contain control characters")
+    return raw
+
+
+class ProducerRegistry:
+    """Producer ids and epochs, stored in ``__producers``.  Thread-safe; opened lazily."""
+
+    def __init__(self, broker: "Broker") -> None:
+        self._broker = broker
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._by_client: dict[bytes, ProducerId] = {}
+        self._epochs: dict[int, int] = {}
+        self._next_id = 0
+
+    def _partition_locked(self, create: bool) -> Partition | None:
+        try:
+            topic = self._broker.topic(PRODUCERS_TOPIC)
+        except NotFound:
+            if not create:
+                return None
+            try:
+                self._broker.create_topic(PRODUCERS_TOPIC, 1, PRODUCERS_TOPIC_CONFIG, internal=True)
+            except AlreadyExists:
+                pass
+            topic = self._broker.topic(PRODUCERS_TOPIC)
+        return topic.partitions[0]
+
+    def _load_locked(self) -> None:
+        if self._loaded:
+            return
+        p = self._partition_locked(create=False)
+        if p is not None:
+            offset = p.log.log_start_offset
+            end = p.log.log_end_offset
+            while offset < end:
+                batches = p.log.read(offset, _SCAN_BYTES)
+                if not batches:
+                    break
+                for raw in batches:
+                    for rec_offset, record in iter_batch_records(raw):
+                        if rec_offset >= offset:
+                            self._apply(record)
+                    header = HEADER.unpack_from(raw, 0)
+                    offset = header[0] + header[5]
+        self._loaded = True
+        _LOGGER.info("producer registry: %d producer id(s), next id %d", len(self._epochs), self._next_id)
+
+    def _apply(self, record: Record) -> None:
+        if record.value is None or len(record.value) != _REGISTRATION.size:
+            _LOGGER.warning("%s: skipping a malformed registration", PRODUCERS_TOPIC)
+            return
+        pid, epoch = _REGISTRATION.unpack(record.value)
+        if record.key:
+            self._by_client[bytes(record.key)] = ProducerId(pid, epoch)
+        self._epochs[pid] = max(epoch, self._epochs.get(pid, -1))
+        self._next_id = max(self._next_id, pid + 1)
+
+    def init_producer(self, client_id: str = "") -> ProducerId:
+        """A new producer id at epoch 0, or, for a known ``client_id``, its id at the next
+        epoch (fencing the previous one).  Durable before it returns."""
+        key = _check_client_id(client_id)
+        with self._lock:
+            self._load_locked()
+            known = self._by_client.get(key) if key else None
+            if known is None:
+                issued = ProducerId(self._next_id, 0)
+            elif known.epoch >= MAX_EPOCH:
+                raise ResourceExhausted(
+                    f"client_id {client_id!r} used all {MAX_EPOCH + 1} epochs; register under a new client_id"
+                )
+            else:
+                issued = ProducerId(known.producer_id, known.epoch + 1)
+            p = self._partition_locked(create=True)
+            assert p is not None
+            value = _REGISTRATION.pack(issued.producer_id, issued.epoch)
+            p.log.append_records([Record(key if key else None, value, (), self._broker.clock())])
+            p.log.flush()
+            self._apply(Record(key if key else None, value, (), 0))
+        _LOGGER.info("registered producer id %d epoch %d%s", issued.producer_id, issued.epoch,
+                     f" for client id {client_id!r}" if key else "")
+        return issued
+
+    def check_epoch(self, producer_id: int, epoch: int) -> None:
+        """Raise unless ``epoch`` is the latest issued for ``producer_id``."""
+        with self._lock:
+            self._load_locked()
+            latest = self._epochs.get(producer_id)
+        if latest is None:
+            raise UnknownProducer(
+                f"producer id {producer_id} was never issued by this broker; call InitProducer first"
+            )
+        if epoch < latest:
+            raise ProducerFenced(
+                f"producer {producer_id} epoch {epoch} is fenced: epoch {latest} was registered since "
+                "(another instance with the same client_id took over)"
+            )
+        if epoch > latest:
+            raise UnknownProducer(f"producer {producer_id} epoch {epoch} was never issued (latest is {latest})")
+
+
+# -- per-partition state: lazy load, snapshot, exactly-once append -------------------------------
+
+
+def load_states(p: Partition) -> ProducerStates:
+    """The partition's table: the snapshot if it is still valid, then the batch headers after it.
+
+    Call with ``p.producer_lock`` held."""
+    log = p.log
+    end = log.log_end_offset
+    states = ProducerStates()
+    start = log.log_start_offset
+    text = read_checkpoint(log.directory / SNAPSHOT_FILE)
+    if text is not None:
+        try:
+            snap, snap_offset = ProducerStates.from_text(text)
+        except ValueError as exc:
+            _LOGGER.warning("%s/%d: %s; scanning the log instead", p.topic, p.index, exc)
+        else:
+            if snap_offset <= end:
+                states, start = snap, max(start, snap_offset)
+            else:
+                _LOGGER.warning(
+                    "%s/%d: producer snapshot at offset %d is past the log end %d (the log lost its tail); "
+                    "scanning the log instead",
+                    p.topic, p.index, snap_offset, end,
+                )
+    offset = start
+    scanned = 0
+    while offset < end:
+        batches = log.read(offset, _SCAN_BYTES)
+        if not batches:
+            break
+        for raw in batches:
+            (base, _len, _m, _crc, _attrs, count, _first, max_ts, pid, epoch, seq) = HEADER.unpack_from(raw, 0)
+            if base >= offset:
+                states.observe(pid, epoch, seq, count, base, max_ts)
+                scanned += 1
+            offset = base + count
+    _LOGGER.debug("%s/%d: producer state of %d producer(s), %d batch header(s) scanned", p.topic, p.index, len(states), scanned)
+    return states
+
+
+def snapshot(p: Partition, now_ms: int) -> bool:
+    """Write the partition's producer-state snapshot if its table is loaded; report whether."""
+    with p.producer_lock:
+        states = p.producer_states
+        if states is None or p.log.closed:
+            return False
+        states.expire(now_ms)
+        end = p.log.log_end_offset
+        p.log.flush_to(end)  # never let a snapshot cover offsets that are not on disk
+        write_checkpoint(p.log.directory / SNAPSHOT_FILE, states.to_text(end))
+    return True
+
+
+def append_idempotent(
+    p: Partition, batch: bytearray | bytes, records: EncodedRecords, stamp: ProducerStamp, now: int,
+    expected_offset: int | None,
+) -> tuple[int, int, bool]:
+    """Append ``batch`` (already stamped) once: (base offset, append time, duplicate)."""
+    with p.producer_lock:
+        states = p.producer_states
+        if states is None:
+            states = p.producer_states = load_states(p)
+        original: AppendedBatch | None = states.check(stamp.producer_id, stamp.epoch, stamp.base_sequence, records.count)
+        if original is not None:
+            return original.base_offset, original.append_time_ms, True
+        base = p.log.append(batch, expected_offset=expected_offset, wait_durable=False)
+        states.record(stamp.producer_id, stamp.epoch, stamp.base_sequence, records.count, base, now)
+    return base, now, False
+
