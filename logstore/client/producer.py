@@ -90,7 +90,7 @@ import grpc
 
 from logstore.broker.partitioner import partition_for_key
 from logstore.clock import Clock
-from logstore.client._channel import error_from_status, open_channel, translate_rpc_error
+from logstore.client._channel import ClientTLS, error_from_status, open_channel, translate_rpc_error
 from logstore.client.admin import Admin
 from logstore.client.messages import RecordMetadata
 from logstore.errors import (
@@ -701,6 +701,8 @@ class Producer:
         client_id: str = "",
         delivery_timeout_ms: float = 120_000,
         retry_backoff_ms: float = 100,
+        tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         try:
             self._acks = ACKS[acks.lower() if isinstance(acks, str) else acks]
@@ -725,7 +727,7 @@ class Producer:
                 f"linger_ms={linger_ms}, batch_bytes={batch_bytes}, max_in_flight={max_in_flight}, "
                 f"buffer_bytes={buffer_bytes}"
             )
-        self._channel, self.target = open_channel(broker)
+        self._channel, self.target = open_channel(broker, tls=tls, token=token)
         self._admin = Admin(_channel=(self._channel, self.target))
         self._produce_stream = self._channel.stream_stream(
             _PRODUCE_STREAM_METHOD,
@@ -1140,7 +1142,15 @@ class Producer:
             meta = self._meta.get(topic)
             if meta is not None:
                 return meta
-            description = self._admin.describe_topic(topic)
+            deadline = _monotonic() + self._max_block
+            while True:
+                try:
+                    description = self._admin.describe_topic(topic)
+                    break
+                except LogClosed:  # UNAVAILABLE: a broken connection or a restarting broker
+                    if _monotonic() + self._retry_backoff >= deadline:
+                        raise
+                    time.sleep(max(self._retry_backoff, 0.01))
             config = description.config
             limit = self._batch_bytes
             if config.max_batch_bytes is not None:
