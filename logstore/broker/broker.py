@@ -178,6 +178,8 @@ class Broker:
                 continue
             topic = Topic(entry, metadata, self.clock)
             topic.open_partitions()
+            for partition in topic.partitions:
+                idempotence.discard_stale_snapshot(partition)
             self._topics[metadata.name] = topic
         _LOGGER.info("opened %d topic(s) in %s", len(self._topics), self.data_dir)
 

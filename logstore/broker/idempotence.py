@@ -78,6 +78,7 @@ __all__ = [
     "ProducerRegistry",
     "load_states",
     "snapshot",
+    "discard_stale_snapshot",
     "append_idempotent",
 ]
 
@@ -232,8 +233,9 @@ class ProducerRegistry:
 # -- per-partition state: lazy load, snapshot, exactly-once append -------------------------------
 
 
-def load_states(p: Partition) -> ProducerStates:
-    """The partition's table: the snapshot if it is still valid, then the batch headers after it.
+def load_states(p: Partition, now_ms: int) -> ProducerStates:
+    """The partition's table: the snapshot if it is still valid, then the batch headers after it
+    (producers seen there count as having written at ``now_ms``).
 
     Call with ``p.producer_lock`` held."""
     log = p.log
@@ -257,6 +259,7 @@ def load_states(p: Partition) -> ProducerStates:
                 )
     offset = start
     scanned = 0
+    seen_ms = now_ms
     while offset < end:
         batches = log.read(offset, _SCAN_BYTES)
         if not batches:
@@ -264,11 +267,33 @@ def load_states(p: Partition) -> ProducerStates:
         for raw in batches:
             (base, _len, _m, _crc, _attrs, count, _first, max_ts, pid, epoch, seq) = HEADER.unpack_from(raw, 0)
             if base >= offset:
-                states.observe(pid, epoch, seq, count, base, max_ts)
+                states.observe(pid, epoch, seq, count, base, max_ts, seen_ms)
                 scanned += 1
             offset = base + count
     _LOGGER.debug("%s/%d: producer state of %d producer(s), %d batch header(s) scanned", p.topic, p.index, len(states), scanned)
     return states
+
+
+def discard_stale_snapshot(p: Partition) -> bool:
+    """At partition open: delete a snapshot that covers offsets past the recovered log end
+    (the log lost its tail), before any append can reach those offsets; report whether.
+
+    The table is loaded lazily, so without this an append made after the restart could
+    fill the lost offsets and make the stale snapshot look valid."""
+    path = p.log.directory / SNAPSHOT_FILE
+    text = read_checkpoint(path)
+    if text is None:
+        return False
+    try:
+        _states, offset = ProducerStates.from_text(text)
+    except ValueError:
+        offset = -1
+    if 0 <= offset <= p.log.log_end_offset:
+        return False
+    _LOGGER.warning("%s/%d: producer snapshot at offset %d does not fit the log (end %d); dropped, the log is "
+                    "scanned instead", p.topic, p.index, offset, p.log.log_end_offset)
+    path.unlink(missing_ok=True)
+    return True
 
 
 def snapshot(p: Partition, now_ms: int) -> bool:
@@ -292,7 +317,7 @@ def append_idempotent(
     with p.producer_lock:
         states = p.producer_states
         if states is None:
-            states = p.producer_states = load_states(p)
+            states = p.producer_states = load_states(p, now)
         original: AppendedBatch | None = states.check(stamp.producer_id, stamp.epoch, stamp.base_sequence, records.count)
         if original is not None:
             return original.base_offset, original.append_time_ms, True

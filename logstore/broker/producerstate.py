@@ -152,10 +152,22 @@ class ProducerStates:
             del state.batches[0]
         state.last_write_ms = max(state.last_write_ms, append_time_ms)
 
-    def observe(self, producer_id: int, epoch: int, first_sequence: int, count: int, base_offset: int, max_timestamp: int) -> None:
-        """Take a batch header read back from the log into account (rebuild at startup)."""
-        if producer_id >= 0:
-            self.record(producer_id, epoch, first_sequence, count, base_offset, max_timestamp)
+    def observe(
+        self, producer_id: int, epoch: int, first_sequence: int, count: int, base_offset: int, max_timestamp: int,
+        seen_ms: int,
+    ) -> None:
+        """Take a batch header read back from the log into account (rebuild at startup).
+
+        The header has no broker append time: ``max_timestamp`` stands in for it in
+        duplicate answers, and the producer counts as having written at ``seen_ms``
+        (the broker clock at the rebuild), so records with old timestamps never make
+        a producer that just wrote look idle."""
+        if producer_id < 0:
+            return
+        self.record(producer_id, epoch, first_sequence, count, base_offset, max_timestamp)
+        state = self._producers.get(producer_id)
+        if state is not None and state.epoch == epoch:  # not a zombie's batch
+            state.last_write_ms = max(state.last_write_ms, seen_ms)
 
     def expire(self, now_ms: int) -> int:
         """Forget producers idle for ``EXPIRE_MS``; return how many."""
@@ -190,11 +202,13 @@ class ProducerStates:
             data = json.loads(text)
             table = cls()
             for pid, epoch, last_write, batches in data["producers"]:
+                if not batches:
+                    raise ValueError(f"producer {pid} has no batch")
                 table._producers[int(pid)] = _Producer(
                     int(epoch), [AppendedBatch(int(a), int(b), int(c), int(d)) for a, b, c, d in batches], int(last_write)
                 )
             return table, int(data["offset"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"malformed producer-state snapshot: {exc}") from None
 
 
