@@ -60,7 +60,9 @@ from dataclasses import replace
 from typing import Iterable, Mapping
 
 from logstore.broker.assignment import TopicPartition
-from logstore.broker.broker import Acks, Broker
+from logstore.broker.broker import Acks, Broker, ProduceResult
+from logstore.broker.idempotence import ProducerStamp
+from logstore.broker.transact import produce_and_commit
 from logstore.broker.groupvalues import (
     ConsumeOptions,
     Delivery,
@@ -104,7 +106,7 @@ from logstore.errors import (
     NotFound,
     PermissionDenied,
 )
-from logstore.storage.records import record_key
+from logstore.storage.records import EncodedRecords, record_key
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -757,6 +759,38 @@ class GroupCoordinator:
                     part = state.parts.get(tp)
                     if part is not None:
                         part.reset(committed.offset)
+
+    def produce_and_commit(
+        self,
+        group: str,
+        offsets: Mapping[TopicPartition, CommittedOffset],
+        if_committed: Mapping[TopicPartition, int],
+        topic: str,
+        partition: int,
+        records: EncodedRecords,
+        producer: ProducerStamp | None = None,
+    ) -> ProduceResult:
+        """Append ``records`` and commit ``offsets`` atomically (see ``transact``), for a group
+        whose members commit themselves (no live Consume members)."""
+        validate_group_name(group)
+        state = self._group_state(group, create=True)
+        assert state is not None
+        with state.commit_lock:
+            with state.lock:
+                if state.sessions:
+                    raise FailedPrecondition(
+                        f"group {group!r} has {len(state.sessions)} member(s) on Consume streams; the broker "
+                        "commits for them as they ack, so ProduceAndCommit cannot commit for it"
+                    )
+            result = produce_and_commit(
+                self._broker, self._offsets, group, offsets, if_committed, topic, partition, records, producer
+            )
+            with state.lock:
+                for tp, committed in offsets.items():
+                    part = state.parts.get(tp)
+                    if part is not None:
+                        part.reset(committed.offset)
+        return result
 
     def fetch_committed(self, group: str, topics: Iterable[str] = ()) -> dict[TopicPartition, CommittedOffset]:
         validate_group_name(group)

@@ -46,6 +46,33 @@ Value (the record value; null is a tombstone for the key)::
 The record timestamp is the broker clock at append time; record headers are
 not used.
 
+Commit intents (``ProduceAndCommit``, see ``commit_with_append``)
+------------------------------------------------------------------
+To commit offsets together with an append to another partition, the store
+first writes an *intent* to the group's offsets partition, then the caller
+appends its batch, then the store writes the ordinary commit records (the
+*confirmation*).  An intent's key is ``key_version`` 2 with the group name
+and no topic (``topic_length`` 0, ``partition`` -1); its value::
+
+    offset  size  field              meaning
+    ------  ----  -----------------  ---------------------------------------------
+         0     2  value_version      uint16: 2
+         2     4  target_partition   int32: the partition the batch goes to
+         6     8  base_offset        int64: the offset the batch will start at
+        14     4  record_count       int32: records in the batch
+        18     4  batch_crc          uint32: the batch's CRC32C (header field)
+        22     2  topic_length       uint16: length T of the target topic name
+        24     4  entry_count        uint32: offsets to commit, N
+        28     T  topic              the target topic, ASCII
+      28+T     -  entries            N x (uint16 key length, key, uint32 value
+                                     length, value): ordinary commit records
+
+Replay applies an intent only if the target partition holds a batch that
+starts at ``base_offset`` with that CRC and record count, i.e. only if the
+append happened; an intent whose confirmation is missing (a crash right
+after the append) is confirmed when the store opens.  So after any crash
+either the batch and the offsets are both there, or neither is.
+
 What this store does not guarantee (known limits, left for later):
 
 - The topic is never compacted on disk yet: every commit stays in the log
@@ -74,7 +101,7 @@ import logging
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from logstore.broker.assignment import TopicPartition
 from logstore.broker.broker import Acks, Broker
@@ -82,7 +109,7 @@ from logstore.broker.config import TopicConfig
 from logstore.broker.names import validate_group_name, validate_topic_name
 from logstore.broker.partitioner import partition_for_key
 from logstore.broker.topic import Partition
-from logstore.errors import AlreadyExists, CorruptBatch, InvalidArgument, NotFound
+from logstore.errors import AlreadyExists, CorruptBatch, FailedPrecondition, InvalidArgument, NotFound
 from logstore.storage.batch import HEADER
 from logstore.storage.config import Durability
 from logstore.storage.records import Record, decode_records, encode_records
@@ -130,6 +157,22 @@ _VALUE = struct.Struct(
 assert _KEY.size == 10, _KEY.size
 assert _VALUE.size == 22, _VALUE.size
 assert struct.calcsize("<HHH") == 6  # partition sits at byte 6, as documented
+
+INTENT_KEY_VERSION = 2
+INTENT_VALUE_VERSION = 2
+_INTENT = struct.Struct(
+    "<"
+    "H"  # value_version     uint16, 2
+    "i"  # target_partition  int32
+    "q"  # base_offset       int64
+    "i"  # record_count      int32
+    "I"  # batch_crc         uint32
+    "H"  # topic_length      uint16
+    "I"  # entry_count       uint32
+)
+assert _INTENT.size == 28, _INTENT.size
+_ENTRY_KEY_LENGTH = struct.Struct("<H")
+_ENTRY_VALUE_LENGTH = struct.Struct("<I")
 
 _INT64_MAX = (1 << 63) - 1
 _READ_BYTES = 1 << 20
@@ -215,6 +258,68 @@ def decode_value(value: bytes) -> CommittedOffset:
         raise CorruptBatch(f"an offsets value is invalid: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class CommitIntent:
+    """Offsets to commit if, and only if, a batch lands where it is expected."""
+
+    topic: str
+    partition: int
+    base_offset: int
+    record_count: int
+    batch_crc: int
+    offsets: tuple[tuple[TopicPartition, CommittedOffset], ...]
+
+
+def encode_intent(group: str, intent: CommitIntent) -> tuple[bytes, bytes]:
+    """The (key, value) of an intent record (layout in the module docstring)."""
+    g = group.encode("ascii")
+    key = _KEY.pack(INTENT_KEY_VERSION, len(g), 0, -1) + g
+    t = intent.topic.encode("ascii")
+    parts = [
+        _INTENT.pack(INTENT_VALUE_VERSION, intent.partition, intent.base_offset, intent.record_count,
+                     intent.batch_crc, len(t), len(intent.offsets)),
+        t,
+    ]
+    for tp, committed in intent.offsets:
+        k, v = encode_key(group, tp), encode_value(committed)
+        parts += [_ENTRY_KEY_LENGTH.pack(len(k)), k, _ENTRY_VALUE_LENGTH.pack(len(v)), v]
+    return key, b"".join(parts)
+
+
+def decode_intent(key: bytes, value: bytes) -> tuple[str, CommitIntent] | None:
+    """(group, intent) of an intent record; None for another key version; CorruptBatch if malformed."""
+    if len(key) < _KEY.size:
+        raise CorruptBatch(f"an offsets key needs at least {_KEY.size} bytes, got {len(key)}")
+    version, group_len, _topic_len, _partition = _KEY.unpack_from(key, 0)
+    if version != INTENT_KEY_VERSION:
+        return None
+    try:
+        group = key[_KEY.size : _KEY.size + group_len].decode("ascii")
+        vv, partition, base, count, crc, topic_len, n = _INTENT.unpack_from(value, 0)
+        if vv != INTENT_VALUE_VERSION:
+            raise CorruptBatch(f"unknown intent value version {vv}")
+        pos = _INTENT.size
+        topic = value[pos : pos + topic_len].decode("ascii")
+        pos += topic_len
+        entries = []
+        for _ in range(n):
+            (klen,) = _ENTRY_KEY_LENGTH.unpack_from(value, pos)
+            k = value[pos + 2 : pos + 2 + klen]
+            pos += 2 + klen
+            (vlen,) = _ENTRY_VALUE_LENGTH.unpack_from(value, pos)
+            v = value[pos + 4 : pos + 4 + vlen]
+            pos += 4 + vlen
+            decoded = decode_key(k)
+            if decoded is None or decoded[0] != group:
+                raise CorruptBatch("an intent entry is not an offset commit of its group")
+            entries.append((decoded[1], decode_value(v)))
+        if pos != len(value):
+            raise CorruptBatch("an intent value has trailing bytes")
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise CorruptBatch(f"malformed commit intent: {exc}") from None
+    return group, CommitIntent(topic, partition, base, count, crc, tuple(entries))
+
+
 # -- the store --------------------------------------------------------------------------------------
 
 
@@ -234,6 +339,8 @@ class OffsetStore:
         self._lock = threading.Lock()
         """Guards ``_offsets``."""
         self._offsets: dict[str, dict[TopicPartition, CommittedOffset]] = {}
+        self._unconfirmed: dict[str, CommitIntent] = {}
+        """Replay only: groups whose last record is an applied intent without its confirmation."""
 
     @classmethod
     def open(cls, broker: Broker) -> "OffsetStore":
@@ -261,6 +368,7 @@ class OffsetStore:
             )
         store = cls(broker, list(topic.partitions))
         store._replay()
+        store._confirm_replayed_intents()
         store.forget_missing_topics()
         broker.add_deletion_listener(store.forget_topic)
         return store
@@ -302,8 +410,18 @@ class OffsetStore:
         try:
             decoded = decode_key(record.key)
             if decoded is None:
-                return False
+                if record.value is None:
+                    return False
+                intent = decode_intent(record.key, record.value)
+                if intent is None:
+                    return False
+                group, found = intent
+                if self._batch_landed(found):
+                    self._offsets.setdefault(group, {}).update(found.offsets)
+                    self._unconfirmed[group] = found
+                return True
             group, tp = decoded
+            self._unconfirmed.pop(group, None)
             if record.value is None:
                 self._forget_locked(group, [tp])
             else:
@@ -312,13 +430,80 @@ class OffsetStore:
             return False
         return True
 
+    def _batch_landed(self, intent: CommitIntent) -> bool:
+        """Whether the intent's batch is in its partition: same start, CRC and record count."""
+        try:
+            log = self._broker.partition(intent.topic, intent.partition).log
+            if not log.log_start_offset <= intent.base_offset < log.log_end_offset:
+                return False
+            batches = log.read(intent.base_offset, 1)
+        except (NotFound, CorruptBatch):
+            return False
+        if not batches:
+            return False
+        base, _length, _magic, crc, _attributes, count = HEADER.unpack_from(batches[0], 0)[:6]
+        return (base, crc, count) == (intent.base_offset, intent.batch_crc, intent.record_count)
+
+    def _confirm_replayed_intents(self) -> None:
+        """Write the confirmation of intents whose batch landed just before a crash."""
+        pending, self._unconfirmed = self._unconfirmed, {}
+        for group, intent in sorted(pending.items()):
+            _LOGGER.info("confirming the commit of group %s that went with %s/%d@%d",
+                         group, intent.topic, intent.partition, intent.base_offset)
+            self.commit(group, dict(intent.offsets))
+
     # -- API ----------------------------------------------------------------------------------------
 
-    def commit(self, group: str, offsets: Mapping[TopicPartition, CommittedOffset]) -> None:
-        """Durably store ``offsets`` for ``group``, all or nothing; return once on disk.
+    def commit_with_append(
+        self,
+        group: str,
+        offsets: Mapping[TopicPartition, CommittedOffset],
+        if_committed: Mapping[TopicPartition, int],
+        target: tuple[str, int],
+        batch: bytes,
+        append: Callable[[int], int],
+    ) -> int:
+        """Commit ``offsets`` for ``group`` and append ``batch`` to ``target``, atomically
+        across a crash; return the batch's base offset.
 
-        Every partition must exist.  An empty mapping writes nothing.
+        ``append(expected_base)`` must append ``batch`` durably at exactly
+        ``expected_base`` (the target's log end read just before) or raise.
+        ``if_committed`` maps partitions to the committed offset they must
+        have now (-1: none), else FailedPrecondition and nothing happens.
         """
+        items = self._validated(group, offsets)
+        topic, partition = target
+        log = self._broker.partition(topic, partition).log
+        _b, _len, _magic, crc, _attributes, count = HEADER.unpack_from(batch, 0)[:6]
+        index = self._partition_index(group)
+        with self._append_locks[index]:
+            with self._lock:
+                current = self._offsets.get(group, {})
+                for tp, want in sorted(if_committed.items()):
+                    have = current[tp].offset if tp in current else -1
+                    if have != want:
+                        raise FailedPrecondition(
+                            f"group {group!r} has committed offset {have} for {tp.topic}/{tp.partition}, not "
+                            f"{want}: another instance committed since you read it (fenced); re-read and retry"
+                        )
+            base = log.log_end_offset
+            now = self._broker.clock()
+            key, value = encode_intent(group, CommitIntent(topic, partition, base, count, crc, tuple(items)))
+            self._broker.append(OFFSETS_TOPIC, index, encode_records([Record(key, value, (), now)]), Acks.DURABLE,
+                                append_time_ms=now, internal=True)
+            landed = append(base)
+            if items:
+                confirmation = encode_records(
+                    Record(key=encode_key(group, tp), value=encode_value(c), timestamp=now) for tp, c in items
+                )
+                self._broker.append(OFFSETS_TOPIC, index, confirmation, Acks.DURABLE, append_time_ms=now, internal=True)
+                with self._lock:
+                    self._offsets.setdefault(group, {}).update(items)
+        return landed
+
+    def _validated(
+        self, group: str, offsets: Mapping[TopicPartition, CommittedOffset]
+    ) -> list[tuple[TopicPartition, CommittedOffset]]:
         validate_group_name(group)
         for tp, committed in offsets.items():
             if not isinstance(tp, TopicPartition):
@@ -327,7 +512,14 @@ class OffsetStore:
                 raise InvalidArgument(f"offsets map to CommittedOffset values, got {type(committed).__name__}")
             validate_topic_name(tp.topic, allow_internal=True)
             self._broker.partition(tp.topic, tp.partition)  # NotFound for a missing topic or partition
-        items = sorted(offsets.items())
+        return sorted(offsets.items())
+
+    def commit(self, group: str, offsets: Mapping[TopicPartition, CommittedOffset]) -> None:
+        """Durably store ``offsets`` for ``group``, all or nothing; return once on disk.
+
+        Every partition must exist.  An empty mapping writes nothing.
+        """
+        items = self._validated(group, offsets)
         if not items:
             return
         now = self._broker.clock()

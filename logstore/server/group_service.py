@@ -17,7 +17,7 @@ from typing import Iterator
 
 import grpc
 
-from logstore._proto.logstore.v1 import groups_pb2, records_pb2
+from logstore._proto.logstore.v1 import groups_pb2, log_pb2, records_pb2
 from logstore.broker.assignment import TopicPartition
 from logstore.broker.coordinator import (
     ConsumeOptions,
@@ -35,6 +35,7 @@ from logstore.broker.offsets import CommittedOffset
 from logstore.broker.retry import RetryPolicy, dlq_topic, tier_topic
 from logstore.errors import FailedPrecondition, InvalidArgument
 from logstore.server import wire
+from logstore.server.log_service import records_of, stamp_of
 from logstore.server.paging import decode_page_token, encode_page_token
 from logstore.server.status import BadRequest, safe_deserializer, translate_errors, translate_stream_errors
 
@@ -241,6 +242,48 @@ class GroupService:
         return g.CommitOffsetsResponse()
 
     @translate_errors
+    def ProduceAndCommit(
+        self, request: groups_pb2.ProduceAndCommitRequest, context: grpc.ServicerContext
+    ) -> groups_pb2.ProduceAndCommitResponse:
+        produce = request.produce
+        if not request.HasField("produce"):
+            raise InvalidArgument("ProduceAndCommit needs `produce`: the records to append")
+        if not produce.HasField("partition"):
+            raise InvalidArgument("ProduceAndCommit appends to one partition: set produce.partition")
+        if produce.acks not in (log_pb2.ACKS_UNSPECIFIED, log_pb2.ACKS_DURABLE):
+            raise InvalidArgument("ProduceAndCommit is always durable: leave produce.acks unset or ACKS_DURABLE")
+        if produce.HasField("expected_offset"):
+            raise InvalidArgument("ProduceAndCommit does not take expected_offset; fence with if_committed")
+        now = self._coordinator.clock()
+        offsets: dict[TopicPartition, CommittedOffset] = {}
+        for o in request.offsets:
+            tp = TopicPartition(o.topic, o.partition)
+            if tp in offsets:
+                raise InvalidArgument(f"partition {tp} is listed twice in offsets; list each partition once")
+            offsets[tp] = CommittedOffset(o.offset, o.metadata, now)
+        fence: dict[TopicPartition, int] = {}
+        for o in request.if_committed:
+            tp = TopicPartition(o.topic, o.partition)
+            if tp in fence:
+                raise InvalidArgument(f"partition {tp} is listed twice in if_committed; list each partition once")
+            if o.offset < -1:
+                raise InvalidArgument(f"if_committed offsets are -1 (none committed) or more, got {o.offset} for {tp}")
+            fence[tp] = o.offset
+        result = self._coordinator.produce_and_commit(
+            request.group, offsets, fence, produce.topic, produce.partition, records_of(produce, now), stamp_of(produce)
+        )
+        return g.ProduceAndCommitResponse(
+            produce=log_pb2.ProduceResponse(
+                partitions=[
+                    log_pb2.PartitionProduceResult(
+                        partition=result.partition, base_offset=result.base_offset, record_count=result.record_count,
+                        log_append_time_ms=result.append_time_ms, duplicate=result.duplicate,
+                    )
+                ]
+            )
+        )
+
+    @translate_errors
     def FetchCommittedOffsets(
         self, request: groups_pb2.FetchCommittedOffsetsRequest, context: grpc.ServicerContext
     ) -> groups_pb2.FetchCommittedOffsetsResponse:
@@ -395,6 +438,7 @@ class GroupService:
                     response_serializer=wire.encode_consume_response,
                 ),
                 "CommitOffsets": unary(self.CommitOffsets, g.CommitOffsetsRequest, g.CommitOffsetsResponse),
+                "ProduceAndCommit": unary(self.ProduceAndCommit, g.ProduceAndCommitRequest, g.ProduceAndCommitResponse),
                 "FetchCommittedOffsets": unary(
                     self.FetchCommittedOffsets, g.FetchCommittedOffsetsRequest, g.FetchCommittedOffsetsResponse
                 ),

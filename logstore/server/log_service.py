@@ -31,7 +31,7 @@ from logstore.storage.records import DELIVERY_TIME_TAGS, RECORDS_FIELD_TAG, Enco
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["LogService"]
+__all__ = ["LogService", "stamp_of", "records_of"]
 
 SERVICE_NAME = "logstore.v1.Log"
 
@@ -96,14 +96,7 @@ class LogService:
         expected = request.expected_offset if request.HasField("expected_offset") else None
         if expected is not None and not request.HasField("partition"):
             raise InvalidArgument("expected_offset needs the request's partition: a conditional append goes to one partition")
-        stamp = None
-        if request.HasField("producer_id") and request.producer_id != -1:
-            if not request.HasField("partition"):
-                raise InvalidArgument(
-                    "an idempotent produce (producer_id set) needs the request's partition: sequences are per "
-                    "partition, so route records to partitions yourself (murmur2 of the key, see ProducerRecord.key)"
-                )
-            stamp = ProducerStamp(request.producer_id, request.producer_epoch, request.base_sequence)
+        stamp = stamp_of(request)
         if request.HasField("partition"):
             partition = request.partition
             t.partition(partition)
@@ -384,6 +377,27 @@ def _received_records(request: log_pb2.ProduceRequest, raw: bytes | None) -> mem
     if raw[cut:] != suffix:
         return None
     return memoryview(raw)[:cut]
+
+
+def stamp_of(request: log_pb2.ProduceRequest) -> ProducerStamp | None:
+    """The idempotence fields of a produce request naming its partition, None without a producer id."""
+    if not request.HasField("producer_id") or request.producer_id == -1:
+        return None
+    if not request.HasField("partition"):
+        raise InvalidArgument(
+            "an idempotent produce (producer_id set) needs the request's partition: sequences are per "
+            "partition, so route records to partitions yourself (murmur2 of the key, see ProducerRecord.key)"
+        )
+    return ProducerStamp(request.producer_id, request.producer_epoch, request.base_sequence)
+
+
+def records_of(request: log_pb2.ProduceRequest, now_ms: int) -> EncodedRecords:
+    """The stored encoding of a produce request's records (re-encoded: not the fast path)."""
+    if not request.records:
+        raise InvalidArgument("a produce request needs at least one record")
+    share = log_pb2.ProduceRequest()
+    share.records.extend(request.records)
+    return _encode_share(share, now_ms)
 
 
 def _encode_share(share: log_pb2.ProduceRequest, now_ms: int, received: memoryview | None = None) -> EncodedRecords:
