@@ -19,7 +19,8 @@ framing are not counted).  Percentiles are nearest-rank.
 
 Phases, in order, each on a fresh topic unless said otherwise:
 
-1. produce, ``acks="leader"``: ``records`` sends, then ``flush()``.  The rate
+1. produce, ``acks="leader"`` (idempotent, the Producer's default; see
+   ``idempotence_bench.py`` for what that costs): ``records`` sends, then ``flush()``.  The rate
    counts from the first ``send`` until every record is acknowledged.  The
    latency is send -> acknowledgement of every 1,000th record (a done
    callback); it is mostly time queued in the client behind earlier records.
@@ -441,14 +442,17 @@ def _check_topic_holds(admin: Admin, topic: str, expected: int) -> None:
         raise BenchError(f"topic {topic} holds {held:,} records, expected {expected:,}")
 
 
-def phase_produce(broker: BrokerProcess, admin: Admin, topic: str, records: int, acks: str) -> PhaseResult:
-    """``records`` keyed sends with ``acks``, then flush; latency of every 1,000th record."""
+def phase_produce(
+    broker: BrokerProcess, admin: Admin, topic: str, records: int, acks: str, *, idempotent: bool = True
+) -> PhaseResult:
+    """``records`` keyed sends with ``acks``, then flush; latency of every 1,000th record.
+    The Producer is idempotent (its default) unless ``idempotent`` is False."""
     admin.create_topic(topic, PARTITIONS)
     latencies: list[int] = []
     sampled = []
     perf_ns = time.perf_counter_ns
     meter = _CpuMeter(broker.pid)
-    with Producer(broker.address, acks=acks) as producer:
+    with Producer(broker.address, acks=acks, idempotent=idempotent) as producer:
         # Open the stream before timing (the topic's metadata is looked up at the first timed send).
         warm = f"{topic}-warmup"
         admin.create_topic(warm, 1)
@@ -479,7 +483,7 @@ def phase_produce(broker: BrokerProcess, admin: Admin, topic: str, records: int,
             raise BenchError(f"{len(failed)} sampled records failed, first: {failed[0]!r}")
     _check_topic_holds(admin, topic, records)
     return PhaseResult(
-        f"produce acks={acks}",
+        f"produce acks={acks}" + ("" if idempotent else " (not idempotent)"),
         records,
         elapsed,
         latencies,
