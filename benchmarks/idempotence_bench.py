@@ -35,6 +35,8 @@ log written since the last checkpoint).  Runs on a shared 2-core VM vary by
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -43,7 +45,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from broker_bench import PhaseResult, _fmt_ms, _log, _print_machine, phase_produce, running_broker  # noqa: E402
+from broker_bench import PhaseResult, _cpu_model, _fmt_ms, _load_average, _log, phase_produce, running_broker  # noqa: E402
 
 from logstore.client import Admin  # noqa: E402
 
@@ -76,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = args.records or (200_000 if args.quick else 1_000_000)
     rounds = args.rounds or (2 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="logstore-idem-", dir=args.dir) as parent:
-        _print_machine(argparse.Namespace(records=records), parent)
+        _log(f"machine: {_cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+             f"Python {platform.python_version()}; load average {_load_average()} before the run")
         _log(f"idempotence cost: {records:,} keyed 100-byte records per run, acks={args.acks}, {rounds} rounds")
         plain: list[PhaseResult] = []
         idem: list[PhaseResult] = []
