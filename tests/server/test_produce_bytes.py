@@ -98,3 +98,20 @@ def test_standard_encoding_takes_the_no_reencode_path():
     assert bytes(view) == log_pb2.ProduceRequest(records=records).SerializeToString()
     with_unknown = raw + b"\x78\x05"
     assert _received_records(log_pb2.ProduceRequest.FromString(with_unknown), with_unknown) is None
+
+
+def test_idempotent_and_conditional_requests_keep_the_no_reencode_path():
+    """Producer fields (5-7) and expected_offset (8) after the records still let the broker reuse the records' bytes."""
+    from logstore.server.log_service import _received_records
+
+    records = _records(20)
+    for extra in (
+        dict(producer_id=7, producer_epoch=2, base_sequence=40),
+        dict(producer_id=0, producer_epoch=0, base_sequence=0),  # zeros: explicit presence keeps producer_id
+        dict(expected_offset=12),
+        dict(producer_id=3, producer_epoch=1, base_sequence=9, expected_offset=0),
+    ):
+        raw = log_pb2.ProduceRequest(topic="t", partition=1, records=records, **extra).SerializeToString()
+        view = _received_records(log_pb2.ProduceRequest.FromString(raw), raw)
+        assert view is not None, extra
+        assert bytes(view) == log_pb2.ProduceRequest(records=records).SerializeToString()
