@@ -667,9 +667,13 @@ class Producer:
         max_in_flight: unanswered requests allowed on the stream.
         buffer_bytes: the most bytes of closed batches waiting to be sent or
             answered; beyond it, a ``send`` that needs a new batch blocks up to
-            ``max_block_ms``, then raises ``ResourceExhausted``.
+            ``max_block_ms``, then raises ``ResourceExhausted``.  The first
+            ``send`` to a topic also waits up to ``max_block_ms`` for the
+            topic's metadata while the broker is unavailable, then raises
+            ``LogClosed``.
         request_timeout_ms: an unanswered request older than this cancels the
-            stream; its batches (and any others in flight) fail.
+            stream; its batches (and any others in flight) are sent again when
+            idempotent, else fail.
         metadata_max_age_ms: partition counts older than this are looked up again.
         clock: where default record timestamps come from (epoch ms); the wall
             clock by default.
@@ -1345,9 +1349,8 @@ class Producer:
         with self._lock:
             self.producer_id = answer.producer_id
             self.producer_epoch = answer.producer_epoch
-            self._producer_fields = b"".join(
-                (_T_PRODUCER_ID, _varint(answer.producer_id), _T_PRODUCER_EPOCH, _varint(answer.producer_epoch))
-            )
+            epoch = (_T_PRODUCER_EPOCH, _varint(answer.producer_epoch)) if answer.producer_epoch else ()
+            self._producer_fields = b"".join((_T_PRODUCER_ID, _varint(answer.producer_id), *epoch))
             self._wakeup.notify()
 
     def _drop_unsent(self, batch: _Batch) -> None:
@@ -1375,7 +1378,10 @@ class Producer:
         assert parts is not None
         if self._idempotent:
             # Fields 5-7 after partition (4): the broker's fast path expects number order.
-            tail = b"".join((tail, self._producer_fields, _T_BASE_SEQUENCE, _varint(batch.sequence)))
+            # proto3 omits zero scalars (epoch 0, sequence 0): write them the same way, or the
+            # broker sees a non-canonical encoding and re-encodes the records.
+            sequence = (_T_BASE_SEQUENCE, _varint(batch.sequence)) if batch.sequence else ()
+            tail = b"".join((tail, self._producer_fields, *sequence))
             parts[0] = b"".join((_T_REQUEST_ID, _encode_varint(request_id), _T_PRODUCE, _varint(batch.size + len(tail))))
             parts.append(tail)
             request = b"".join(parts)

@@ -242,11 +242,12 @@ def test_futures_work_with_wait_as_completed_and_callbacks(broker: str, make_top
 
 
 def test_unreachable_broker_fails_futures_instead_of_hanging() -> None:
-    """With no broker listening, a send's future fails with LogClosed (UNAVAILABLE) promptly."""
-    with Producer("127.0.0.1:1") as producer:
-        future = producer.send("t", b"x")
+    """With no broker listening, a send fails with LogClosed (UNAVAILABLE) once max_block_ms is spent."""
+    with Producer("127.0.0.1:1", max_block_ms=500) as producer:
+        started = time.monotonic()
         with pytest.raises(errors.LogClosed, match="127.0.0.1:1"):
-            future.result(timeout=10)
+            producer.send("t", b"x").result(timeout=10)
+        assert time.monotonic() - started < 5
 
 
 def test_framing_cache_handles_changing_value_lengths_timestamps_and_key_types(broker: str, make_topic) -> None:
@@ -385,3 +386,36 @@ def test_send_many_and_send_from_threads_share_one_offset_sequence(broker: str, 
     for fs in results.values():
         mine = [f.result().offset for f in fs]
         assert mine == sorted(mine)
+
+
+@pytest.mark.parametrize(("epoch", "first_sequence"), [(0, 0), (0, 17), (3, 0), (2, 1 << 30)])
+def test_idempotent_requests_are_canonical_so_the_broker_reuses_their_record_bytes(
+    broker: str, make_topic, epoch: int, first_sequence: int
+) -> None:
+    """The Producer's hand-built requests, with producer fields, encode exactly as protobuf would (zeros omitted)."""
+    from logstore._proto.logstore.v1 import log_pb2
+    from logstore.server.log_service import _received_records
+
+    topic = make_topic(2)
+    with Producer(broker, linger_ms=60_000) as producer:
+        first = producer.send(topic, b"first", partition=1)
+        producer.flush(10)
+        first.result(timeout=1)  # the producer registered
+        from logstore.client.producer import _T_PRODUCER_EPOCH, _T_PRODUCER_ID, _varint
+
+        producer._producer_fields = _T_PRODUCER_ID + _varint(producer.producer_id) + (
+            _T_PRODUCER_EPOCH + _varint(epoch) if epoch else b"")
+        producer.send(topic, b"x" * 10, key=b"k", partition=1)
+        with producer._lock:
+            batch = producer._open[(topic, 1)]
+            del producer._open[(topic, 1)]
+            del batch.registry[1]
+            producer._incomplete.discard(batch)
+        batch.sequence = first_sequence
+        raw_stream = producer._encode_request(batch, 99)
+    request = log_pb2.ProduceStreamRequest.FromString(raw_stream)
+    produce_raw = request.produce.SerializeToString()
+    assert produce_raw == log_pb2.ProduceRequest.FromString(produce_raw).SerializeToString()
+    assert request.produce.producer_epoch == epoch and request.produce.base_sequence == first_sequence
+    assert request.produce.HasField("producer_id")
+    assert _received_records(log_pb2.ProduceRequest.FromString(produce_raw), produce_raw) is not None
