@@ -448,9 +448,19 @@ class OffsetStore:
         """Write the confirmation of intents whose batch landed just before a crash."""
         pending, self._unconfirmed = self._unconfirmed, {}
         for group, intent in sorted(pending.items()):
-            _LOGGER.info("confirming the commit of group %s that went with %s/%d@%d",
-                         group, intent.topic, intent.partition, intent.base_offset)
-            self.commit(group, dict(intent.offsets))
+            # A topic deleted since (its forget_topic never ran) is dropped by forget_missing_topics.
+            alive = {tp: c for tp, c in intent.offsets if self._partition_exists(tp)}
+            _LOGGER.info("confirming the commit of group %s that went with %s/%d@%d (%d of %d offsets)",
+                         group, intent.topic, intent.partition, intent.base_offset, len(alive), len(intent.offsets))
+            if alive:
+                self.commit(group, alive)
+
+    def _partition_exists(self, tp: TopicPartition) -> bool:
+        try:
+            self._broker.partition(tp.topic, tp.partition)
+        except NotFound:
+            return False
+        return True
 
     # -- API ----------------------------------------------------------------------------------------
 

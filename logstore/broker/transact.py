@@ -83,16 +83,20 @@ def produce_and_commit(
             base_sequence=producer.base_sequence,
         )
 
+    states = None
+
     def append(expected: int) -> int:
         try:
             base = p.log.append(batch, expected_offset=expected, wait_durable=False)
         except FailedPrecondition:
             raise _Raced() from None
+        if states is not None and producer is not None:
+            # At once: if the confirmation fails, a retry must still be seen as a duplicate.
+            states.record(producer.producer_id, producer.epoch, producer.base_sequence, records.count, base, now)
         p.log.flush_to(base + records.count)
         return base
 
     with p.producer_lock:
-        states = None
         if producer is not None:
             states = p.producer_states
             if states is None:
@@ -111,7 +115,5 @@ def produce_and_commit(
             raise ResourceExhausted(
                 f"{topic}/{partition} kept moving under {MAX_RACES} attempts of ProduceAndCommit; retry later"
             )
-        if states is not None and producer is not None:
-            states.record(producer.producer_id, producer.epoch, producer.base_sequence, records.count, base, now)
     p.notify_appended()
     return ProduceResult(partition, base, records.count, now)
