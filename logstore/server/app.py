@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ipaddress
 import logging
 import signal
 import sys
@@ -26,7 +25,10 @@ from logstore.clock import Clock
 from logstore.errors import LogstoreError
 from logstore.server.admin_service import AdminService
 from logstore.server.group_service import GroupService
+from logstore.server.interceptors import interceptors_for
 from logstore.server.log_service import LogService
+from logstore.server.security import SecurityConfig, exposure_warning
+from logstore.server.tls import ServerTLS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,19 +89,31 @@ def serve(
     config: BrokerConfig | None = None,
     clock: Clock | None = None,
     max_workers: int = 256,
+    tls: ServerTLS | None = None,
+    security: SecurityConfig | None = None,
 ) -> RunningServer:
-    """Open the broker on ``data_dir`` and serve it on ``listen`` (port 0 picks one)."""
+    """Open the broker on ``data_dir`` and serve it on ``listen`` (port 0 picks one).
+
+    ``tls`` serves TLS (mutual TLS if it names a client CA) instead of
+    plaintext; ``security`` sets tokens, permissions, limits and quotas
+    (default: no tokens, the default limits, no quota).  docs/security.md.
+    """
     host, _, port_text = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
+    security = security or SecurityConfig()
     broker = Broker.open(data_dir, config, clock)
     try:
+        options = [
+            ("grpc.max_receive_message_length", security.limits.max_request_bytes),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ]
+        if security.limits.max_concurrent_streams is not None:
+            options.append(("grpc.max_concurrent_streams", security.limits.max_concurrent_streams))
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="logstore-rpc"),
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=options,
+            interceptors=interceptors_for(security),
         )
         log_service = LogService(broker)
         group_service = GroupService(GroupCoordinator(broker, OffsetStore.open(broker)))
@@ -111,7 +125,8 @@ def serve(
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        port = server.add_insecure_port(f"[{host}]:{port_text}" if ":" in host else f"{host}:{port_text}")
+        address = f"[{host}]:{port_text}" if ":" in host else f"{host}:{port_text}"
+        port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
         if port == 0:
             raise LogstoreError(f"cannot listen on {listen}: the address is in use or not available here")
         server.start()
@@ -125,13 +140,24 @@ def serve(
     return running
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _security_from_args(args: argparse.Namespace) -> tuple[ServerTLS | None, SecurityConfig]:
+    """The TLS settings and the security file named by ``logstore serve``'s options."""
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    client_ca = getattr(args, "tls_client_ca", None)
+    if bool(cert) != bool(key):
+        raise LogstoreError("--tls-cert and --tls-key go together: give both, or neither for plaintext")
+    if client_ca and not cert:
+        raise LogstoreError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    tls = ServerTLS.load(cert, key, client_ca) if cert else None
+    path = getattr(args, "security_config", None)
+    security = SecurityConfig.from_file(path) if path else SecurityConfig()
+    _LOGGER.info(
+        "security: %s, %s, produce quota %s",
+        ("mutual TLS" if tls.mutual else "TLS") if tls else "plaintext",
+        f"tokens required ({len(security.auth.principals)} principal(s))" if security.auth else "no tokens",
+        "on" if security.quotas.any else "off",
+    )
+    return tls, security
 
 
 def tune_malloc() -> bool:
@@ -164,15 +190,17 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     try:
         config = BrokerConfig.from_file(args.config) if args.config else None
-        running = serve(args.data_dir, args.listen, config=config)
+        tls, security = _security_from_args(args)
+        running = serve(args.data_dir, args.listen, config=config, tls=tls, security=security)
     except LogstoreError as exc:
         print(f"logstore serve: {exc.message}", file=sys.stderr)
         return 1
-    if not _is_loopback(running.host):
-        _LOGGER.warning(
-            "listening on %s without TLS or authentication: anyone who can reach this address "
-            "can read and write every topic", running.address,
-        )
+    warning = exposure_warning(
+        running.address, running.host, tls=tls is not None, mutual_tls=tls is not None and tls.mutual,
+        auth=security.auth is not None,
+    )
+    if warning is not None:
+        _LOGGER.warning("%s", warning)
     print(f"logstore {running.address} ready (data dir {args.data_dir})", file=sys.stderr, flush=True)
 
     def on_signal(signum: int, _frame: object) -> None:
