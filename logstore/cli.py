@@ -3,12 +3,19 @@ retry policies and dead letters), produce and consume records (alone or as a
 member of a group), verify a data directory offline, and run the broker.
 
 Every command that talks to a broker takes ``--broker HOST:PORT`` (default:
-the ``LOGSTORE_BROKER`` environment variable, else ``127.0.0.1:50051``).
+the ``LOGSTORE_BROKER`` environment variable, else ``127.0.0.1:50051``), and
+for a broker with TLS or tokens ``--tls-ca FILE`` (or ``--tls`` for the
+system's roots), ``--tls-cert FILE --tls-key FILE`` (mutual TLS) and
+``--token-file FILE``, or the variables ``LOGSTORE_TLS_CA``, ``LOGSTORE_TLS``,
+``LOGSTORE_TLS_CERT``, ``LOGSTORE_TLS_KEY`` and ``LOGSTORE_TOKEN``
+(docs/security.md).  ``auth new-token`` mints a token for the broker's
+security config.
 Failures print one line, ``logstore: error: ...``, on stderr and exit with
 status 1 (2 for usage errors); no traceback is shown for errors the broker
 or the network report.
 
-What the command does not do: TLS or authentication, committing offsets by
+What the command does not do: take a token on the command line (it would
+show in the process list; use ``--token-file`` or ``LOGSTORE_TOKEN``), commit offsets by
 hand (``groups seek`` moves them), or any output format but the ones
 documented per command (``consume`` writes JSON lines; the rest write text
 meant for people, ``--json`` where offered).  ``dlq list`` cannot filter on
@@ -87,6 +94,31 @@ def _broker(args: argparse.Namespace) -> str:
     )
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``tls`` and ``token`` keyword arguments of a client, from the options or the environment."""
+    ca = getattr(args, "tls_ca", None) or os.environ.get("LOGSTORE_TLS_CA") or None
+    cert = getattr(args, "tls_cert", None) or os.environ.get("LOGSTORE_TLS_CERT") or None
+    key = getattr(args, "tls_key", None) or os.environ.get("LOGSTORE_TLS_KEY") or None
+    options: dict[str, Any] = {}
+    if ca or cert or key or getattr(args, "tls", False) or _env_flag("LOGSTORE_TLS"):
+        from logstore.client import ClientTLS
+
+        options["tls"] = ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
+    token_file = getattr(args, "token_file", None)
+    if token_file:
+        try:
+            options["token"] = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise LogstoreError(f"cannot read the token file {token_file}: {exc.strerror or exc}") from None
+    elif os.environ.get("LOGSTORE_TOKEN", "").strip():
+        options["token"] = os.environ["LOGSTORE_TOKEN"].strip()
+    return options
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -109,7 +141,7 @@ def _ms_text(value: int | None) -> str:
 def _cmd_topics_create(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         topic = admin.create_topic(
             args.name,
             args.partitions,
@@ -132,7 +164,7 @@ def _config_dict(config: Any) -> dict[str, Any]:
 def _cmd_topics_list(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         topics = admin.list_topics(include_internal=args.internal)
     if args.json:
         for t in topics:
@@ -151,7 +183,7 @@ def _cmd_topics_list(args: argparse.Namespace) -> int:
 def _cmd_topics_describe(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         d = admin.describe_topic(args.name)
     if args.json:
         print(
@@ -184,7 +216,7 @@ def _cmd_topics_describe(args: argparse.Namespace) -> int:
 def _cmd_topics_delete(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         admin.delete_topic(args.name)
     print(f"deleted topic {args.name!r}")
     return 0
@@ -234,7 +266,9 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     pending: collections.deque = collections.deque()
     started = time.monotonic()
     stdin = sys.stdin.buffer
-    with Producer(_broker(args), acks=args.acks, linger_ms=args.linger_ms) as producer:
+    # A CLI user wants to hear soon that the broker is down, not after the default 60 s.
+    with Producer(_broker(args), acks=args.acks, linger_ms=args.linger_ms, max_block_ms=10_000,
+                  **_connection(args)) as producer:
         send = producer.send
         for line in stdin:
             if line.endswith(b"\n"):
@@ -303,6 +337,7 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         partitions=args.partition,
         start=start,
         follow=not args.no_follow,
+        **_connection(args),
     )
     try:
         with reader:
@@ -353,13 +388,14 @@ def _cmd_consume_group(args: argparse.Namespace) -> int:
     elif args.since is not None:
         start = args.since
     broker = _broker(args)
+    connection = _connection(args)
     out = sys.stdout.buffer
     remaining = args.max
-    admin = Admin(broker)
+    admin = Admin(broker, **connection)
     try:
         ends = admin.list_offsets(args.topic, None, "latest") if args.no_follow else None
         next_check = 0.0
-        with Consumer(broker, args.group, [args.topic], start=start, client_id="logstore-cli") as consumer:
+        with Consumer(broker, args.group, [args.topic], start=start, client_id="logstore-cli", **connection) as consumer:
             while remaining is None or remaining > 0:
                 batch = consumer.poll_batch(0.2)
                 if batch is not None:
@@ -392,7 +428,7 @@ def _cmd_consume_group(args: argparse.Namespace) -> int:
 def _cmd_groups_list(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         groups = admin.list_groups()
     if args.json:
         for g in groups:
@@ -423,7 +459,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]], right: set[int]
 def _cmd_groups_describe(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         d = admin.describe_group(args.group)
     if args.json:
         print(
@@ -491,7 +527,7 @@ def _cmd_groups_seek(args: argparse.Namespace) -> int:
         target = {"offset": args.to_offset}
     else:
         target = {"timestamp_ms": args.to_time}
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         offsets = admin.seek_group(args.group, args.topic, partitions=partitions, **target)
     print(f"moved group {args.group!r} on topic {args.topic!r}:")
     for text in _table(("PARTITION", "OFFSET"), [(p, o.offset) for p, o in sorted(offsets.items())], {0, 1}):
@@ -502,7 +538,7 @@ def _cmd_groups_seek(args: argparse.Namespace) -> int:
 def _cmd_groups_delete(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         admin.delete_group(args.group)
     print(f"deleted group {args.group!r}")
     return 0
@@ -595,7 +631,7 @@ def _cmd_groups_retry_policy(args: argparse.Namespace) -> int:
             max_delay_ms=maximum,
             jitter=args.jitter or 0.0,
         )
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         retry_topics, dead_letter_topic = admin.set_retry_policy(args.group, args.topic, policy)
     if policy is None:
         print(f"cleared the retry policy of group {args.group!r} for topic {args.topic!r}")
@@ -654,7 +690,7 @@ def _dead_letter_json(d: Any) -> str:
 def _cmd_dlq_list(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         letters = admin.list_dead_letters(
             args.group, args.topic, key=args.key, since=args.since, until=args.until, page_size=1000
         )
@@ -746,7 +782,7 @@ def _cmd_dlq_redrive(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
     progress = _RedriveProgress(sys.stderr, args.progress or sys.stderr.isatty())
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         try:
             redriven = admin.redrive_dead_letters(
                 args.group, args.topic, records_per_second=args.rate, progress=progress
@@ -772,7 +808,7 @@ def _cmd_dlq_purge(args: argparse.Namespace) -> int:
             "for good; add --yes to do it"
         )
         return 2
-    with Admin(_broker(args)) as admin:
+    with Admin(_broker(args), **_connection(args)) as admin:
         purged = admin.purge_dead_letters(args.group, args.topic)
     print(f"purged {purged} dead letter(s)")
     return 0
@@ -933,6 +969,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 # --- serve --------------------------------------------------------------------------------
 
 
+def _cmd_auth_new_token(args: argparse.Namespace) -> int:
+    from logstore.server.auth import check_principal_name, hash_token, new_token, principal_config
+
+    check_principal_name(args.principal)
+    token = new_token()
+    print(token)
+    print(principal_config(args.principal, hash_token(token)), end="")
+    print(
+        "the first line is the token: give it to the client ($LOGSTORE_TOKEN or --token-file); it is not "
+        "stored anywhere.  Add the rest to the broker's security config, fill in the permissions, restart the broker.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from logstore.server.app import run_serve
 
@@ -1014,6 +1065,14 @@ def _broker_parent() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         default=None,
         help=f"the broker to talk to (default: ${BROKER_ENV}, else {DEFAULT_BROKER})",
+    )
+    tls = parent.add_argument_group("TLS and tokens (docs/security.md)")
+    tls.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs ($LOGSTORE_TLS=1)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA (PEM; $LOGSTORE_TLS_CA)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (PEM; $LOGSTORE_TLS_CERT)")
+    tls.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert (PEM; $LOGSTORE_TLS_KEY)")
+    tls.add_argument(
+        "--token-file", metavar="FILE", help="send the bearer token in FILE (default: $LOGSTORE_TOKEN, if set)"
     )
     return parent
 
@@ -1253,6 +1312,19 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--quiet", "-q", action="store_true", help="print only the summary (to stderr)")
     verify.set_defaults(func=_cmd_verify)
 
+    # auth
+    auth = commands.add_parser("auth", help="mint tokens for the broker's security config")
+    auth_commands = auth.add_subparsers(title="auth commands", metavar="ACTION")
+    auth.set_defaults(func=lambda _args: (auth.print_help(sys.stderr), 2)[1])
+    new_token = auth_commands.add_parser(
+        "new-token",
+        help="print a new random token and the security-config table with its hash",
+        description="Print a new random token on the first line of stdout, then the [principals.NAME] table "
+        "holding its SHA-256 for the broker's --security-config file (the broker never stores the token).",
+    )
+    new_token.add_argument("--principal", required=True, metavar="NAME", help="who the token stands for")
+    new_token.set_defaults(func=_cmd_auth_new_token)
+
     # serve
     serve = commands.add_parser("serve", help="run the broker")
     serve.add_argument("--data-dir", required=True, metavar="DIR", help="where the topics are stored")
@@ -1260,6 +1332,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default=DEFAULT_BROKER, metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_BROKER})"
     )
     serve.add_argument("--config", metavar="FILE", help="broker configuration file")
+    serve.add_argument(
+        "--security-config",
+        metavar="FILE",
+        help="TOML file with [principals.NAME] (tokens and permissions: turns authentication on), "
+        "[limits] and [quotas]; see docs/security.md",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", metavar="FILE", help="mutual TLS: require client certificates signed by this CA (PEM)"
+    )
     serve.add_argument(
         "--log-level",
         default="info",

@@ -1,10 +1,12 @@
-"""The logstore client library: ``Producer``, ``Reader``, ``Consumer`` and ``Admin``.
+"""The logstore client library: ``Producer``, ``Reader``, ``Consumer``, ``Admin`` and ``AtomicWriter``.
 
 Everything here talks to a broker over gRPC with the stubs generated from
 ``proto/logstore/v1``; errors are the classes of ``logstore.errors``.
 """
 
+from logstore.client._channel import ClientTLS
 from logstore.client.admin import Admin
+from logstore.client.atomic import AtomicWrite, AtomicWriter
 from logstore.client.consumer import Consumer, ConsumerMessage, DeliveryBatch
 from logstore.client.messages import (
     DeadLetter,
@@ -28,6 +30,9 @@ from logstore.client.reader import Reader, fetch
 
 __all__ = [
     "Admin",
+    "AtomicWriter",
+    "AtomicWrite",
+    "ClientTLS",
     "Producer",
     "Reader",
     "Consumer",

@@ -3,22 +3,29 @@
 ``resolve_address`` accepts ``HOST:PORT``, a bare ``HOST`` (port 50051),
 ``[IPv6]:PORT``, a bare IPv6 address, an optional ``grpc://`` prefix, and
 passes gRPC's own ``unix:`` / ``dns:`` / ``ipv4:`` / ``ipv6:`` targets through
-unchanged.  ``open_channel`` makes an insecure channel with message-size
-limits large enough for any batch the broker may send.
+unchanged.  ``open_channel`` makes a channel with message-size limits large
+enough for any batch the broker may send: plaintext, or TLS with
+``tls=ClientTLS(...)`` (a CA file to trust, or the system's roots; a client
+certificate and key for mutual TLS), sending ``token`` as
+``authorization: Bearer <token>`` on every call when given (TLS: gRPC's
+access-token call credentials; plaintext: a client interceptor, and the
+token then crosses the network in clear text).
 
 ``error_from_status`` is the one table from gRPC status codes to the classes
 of ``logstore.errors``; every client module raises through it, so a caller
 only ever catches ``LogstoreError`` subclasses.
 
-What this module does not do: TLS, authentication, retries or load
-balancing.  A channel reconnects by itself (gRPC does that); a call made
+What this module does not do: retries, load balancing, reloading
+certificates, or refreshing tokens.  A channel reconnects by itself (gRPC does that); a call made
 while the broker is down fails at once with ``LogClosed`` (UNAVAILABLE).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import grpc
 
@@ -43,6 +50,7 @@ __all__ = [
     "DEFAULT_PORT",
     "resolve_address",
     "open_channel",
+    "ClientTLS",
     "error_from_status",
     "translate_rpc_error",
     "call_unary",
@@ -115,10 +123,107 @@ def _port(text: str, broker: str) -> int:
     return int(text)
 
 
-def open_channel(broker: str | None) -> tuple[grpc.Channel, str]:
-    """An insecure channel to ``broker`` and the resolved target it points at."""
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """How a client connects with TLS.
+
+    ``ca_file``: PEM CA certificate(s) to trust for the broker's certificate
+    (None: the system's trusted roots).  ``cert_file`` and ``key_file``: the
+    client's certificate chain and key, for brokers that require mutual TLS.
+    ``server_name``: the name to check the broker's certificate against when
+    it differs from the host in the address.
+    """
+
+    ca_file: str | Path | None = None
+    cert_file: str | Path | None = None
+    key_file: str | Path | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise InvalidArgument("ClientTLS: cert_file and key_file go together (mutual TLS needs both)")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC channel credentials, reading the files now (InvalidArgument naming a file it cannot read)."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_file, "CA certificate"),
+            private_key=_read(self.key_file, "client key"),
+            certificate_chain=_read(self.cert_file, "client certificate"),
+        )
+
+
+def _read(path: str | Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the TLS {what} {path}: {exc.strerror or exc}") from None
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call of a plaintext channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _CallDetails(details, metadata)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    """``details`` with other metadata (for call details that are not namedtuples)."""
+
+    def __init__(self, details: Any, metadata: list) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+def _check_token(token: str) -> str:
+    token = token.strip()
+    if not token or any(ch in token for ch in "\r\n\0") or not token.isprintable():
+        raise InvalidArgument("a token must be one line of printable characters (and not empty)")
+    return token
+
+
+def open_channel(
+    broker: str | None, *, tls: ClientTLS | None = None, token: str | None = None
+) -> tuple[grpc.Channel, str]:
+    """A channel to ``broker`` (TLS with ``tls``, else plaintext; sending ``token``
+    on every call when given) and the resolved target it points at."""
     target = resolve_address(broker)
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS), target
+    if token is not None:
+        token = _check_token(token)
+    if tls is None:
+        channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        if token is not None:
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
+        return channel, target
+    credentials = tls.credentials()
+    if token is not None:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    options = CHANNEL_OPTIONS
+    if tls.server_name:
+        options = (*options, ("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.secure_channel(target, credentials, options=options), target
 
 
 def error_from_status(code: grpc.StatusCode | int, message: str, target: str | None = None) -> LogstoreError:

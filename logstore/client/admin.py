@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import grpc
 
-from logstore.client._channel import call_unary, open_channel, translate_rpc_error
+from logstore.client._channel import ClientTLS, call_unary, open_channel, translate_rpc_error
 from logstore.client.messages import (
     DeadLetter,
     GroupDescription,
@@ -179,9 +179,12 @@ class Admin:
     channel was lent by another client object.
     """
 
-    def __init__(self, broker: str | None = None, *, timeout: float = 30.0, _channel: tuple[grpc.Channel, str] | None = None) -> None:
+    def __init__(
+        self, broker: str | None = None, *, timeout: float = 30.0, _channel: tuple[grpc.Channel, str] | None = None,
+        tls: ClientTLS | None = None, token: str | None = None,
+    ) -> None:
         self._owns_channel = _channel is None
-        self._channel, self.target = _channel if _channel is not None else open_channel(broker)
+        self._channel, self.target = _channel if _channel is not None else open_channel(broker, tls=tls, token=token)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._log = log_pb2_grpc.LogStub(self._channel)
         self._groups = groups_pb2_grpc.GroupsStub(self._channel)

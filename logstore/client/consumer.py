@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequenc
 
 import grpc
 
-from logstore.client._channel import error_from_status, open_channel, translate_rpc_error
+from logstore.client._channel import ClientTLS, error_from_status, open_channel, translate_rpc_error
 from logstore.client.admin import retry_policy_to_pb, to_epoch_ms
 from logstore.client.messages import Message, RetryPolicy
 from logstore.errors import FailedPrecondition, InvalidArgument, LogClosed, LogstoreError
@@ -652,6 +652,8 @@ class Consumer:
         retry_policies: Mapping[str, RetryPolicy] | None = None,
         ack_flush_ms: float = 5,
         timeout: float = 30.0,
+        tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         if not isinstance(group, str) or not group:
             raise InvalidArgument("Consumer needs a group name")
@@ -682,7 +684,7 @@ class Consumer:
         if isinstance(broker, grpc.Channel):
             self._channel, self.target, self._owns_channel = broker, "the given channel", False
         else:
-            self._channel, self.target = open_channel(broker)
+            self._channel, self.target = open_channel(broker, tls=tls, token=token)
             self._owns_channel = True
         self._ack_flush_s = ack_flush_ms / 1000.0
         self._flush_records = max(1, (max_in_flight or _DEFAULT_MAX_IN_FLIGHT) // 2)

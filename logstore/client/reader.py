@@ -47,7 +47,7 @@ from typing import Iterable, Iterator, Mapping, Union
 
 import grpc
 
-from logstore.client._channel import call_unary, open_channel, translate_rpc_error
+from logstore.client._channel import ClientTLS, call_unary, open_channel, translate_rpc_error
 from logstore.client.admin import Admin, to_epoch_ms
 from logstore.client.messages import Message, MessageBatch, record_messages
 from logstore.errors import InvalidArgument, LogstoreError
@@ -210,11 +210,13 @@ class Reader:
         follow: bool = True,
         max_bytes: int = 0,
         timeout: float = 30.0,
+        tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         if not topic:
             raise InvalidArgument("Reader needs a topic name")
         self.topic = topic
-        self._channel, self.target = open_channel(broker)
+        self._channel, self.target = open_channel(broker, tls=tls, token=token)
         self._log = log_pb2_grpc.LogStub(self._channel)
         self._admin = Admin(_channel=(self._channel, self.target), timeout=timeout)
         self._timeout = timeout
