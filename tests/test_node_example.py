@@ -2,7 +2,9 @@
 @grpc/grpc-js, @grpc/proto-loader and the .proto files, and agrees byte for byte
 with the Python stubs: what Node produces Python reads back, and vice versa.
 consume_group.js joins a consumer group on the Groups.Consume stream, prints
-every record once, and its acks become the group's committed offsets.
+every record once, and its acks become the group's committed offsets.  With
+the LOGSTORE_TLS_* and LOGSTORE_TOKEN variables the three scripts talk to a
+broker that requires mutual TLS and tokens (a throwaway PKI made by openssl).
 
 Skipped only when there is no ``node`` on PATH.  When node_modules is missing
 or does not hold the pinned versions, ``npm ci`` installs it; a failed install
@@ -11,9 +13,11 @@ fails the tests rather than skipping them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,8 +34,13 @@ from logstore._proto.logstore.v1 import (
     log_pb2_grpc,
     records_pb2,
 )
-from logstore.client import Producer
+from logstore.client import Admin, ClientTLS, Producer
 from logstore.server.app import RunningServer, serve
+from logstore.server.tls import ServerTLS
+
+if str(Path(__file__).resolve().parent / "server") not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "server"))
+from security_helpers import Pki, Tokens, make_tokens, pki, security_config, security_toml  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_DIR = REPO / "examples" / "node"
@@ -84,10 +93,13 @@ def channel(broker: RunningServer) -> Iterator[grpc.Channel]:
         yield chan
 
 
-def _node(broker: RunningServer, script: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[bytes]:
+def _node(broker: RunningServer, script: str, *args: str, stdin: str = "",
+          env: dict[str, str] | None = None, address: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LOGSTORE_")}
     return subprocess.run(
-        ["node", str(NODE_DIR / script), *args, "--broker", broker.address],
+        ["node", str(NODE_DIR / script), *args, "--broker", address or broker.address],
         input=stdin.encode("utf-8"), capture_output=True, timeout=NODE_TIMEOUT, cwd=NODE_DIR,
+        env={**clean, **(env or {})},
     )
 
 
@@ -437,3 +449,72 @@ def test_node_group_member_stops_at_bytes_it_cannot_print(broker: RunningServer,
     _wait_for(lambda: _committed(channel, "printer") == {("mixed", 0): 1}, "offset 1 to be committed")
     group = _describe_group(channel, "printer")
     assert group is not None and list(group.members) == []
+
+
+# -- TLS and tokens: LOGSTORE_TLS_CA / _CERT / _KEY and LOGSTORE_TOKEN ------------------------
+
+NODE_GRANTS = {
+    "writer": 'topics = { "*" = ["produce", "admin"] }',
+    "reader": 'topics = { "secure" = ["consume"] }\ngroups = { "node" = ["consume"] }',
+}
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path, node_modules: None, pki: Pki) -> Iterator[tuple[RunningServer, Tokens]]:  # noqa: F811
+    """A broker that requires client certificates from the test CA and tokens."""
+    tokens = make_tokens(*NODE_GRANTS)
+    security = security_config(tmp_path / "security.toml", security_toml(tokens, NODE_GRANTS))
+    running = serve(tmp_path / "data", "127.0.0.1:0", tls=ServerTLS.load(pki.server_cert, pki.server_key, pki.ca),
+                    security=security)
+    try:
+        yield running, tokens
+    finally:
+        running.stop()
+
+
+def _tls_env(pki: Pki, token: str | None, cert: Path | None = None, key: Path | None = None) -> dict[str, str]:  # noqa: F811
+    """The LOGSTORE_TLS_* variables for the test CA and a client certificate, and LOGSTORE_TOKEN if given."""
+    env = {"LOGSTORE_TLS_CA": str(pki.ca), "LOGSTORE_TLS_CERT": str(cert or pki.client_cert),
+           "LOGSTORE_TLS_KEY": str(key or pki.client_key)}
+    return {**env, "LOGSTORE_TOKEN": token} if token else env
+
+
+def _by_name(broker: RunningServer) -> str:
+    """The broker as localhost:PORT: the certificate names DNS:localhost and IP:127.0.0.1, and Node
+    warns on stderr (DEP0123) when TLS is used with an IP address as the server name."""
+    return f"localhost:{broker.port}"
+
+
+def test_node_scripts_work_over_mutual_tls_with_tokens(secure_broker, pki: Pki) -> None:  # noqa: ANN001, F811
+    """produce.js, consume.js and consume_group.js connect with the CA, a client certificate and a token."""
+    broker, tokens = secure_broker
+    at = _by_name(broker)
+    produced = _json_lines(_node(broker, "produce.js", "secure", "--partitions", "1", stdin="a\nb\n", address=at,
+                                 env=_tls_env(pki, tokens["writer"])))
+    assert [p["offset"] for p in produced] == [0, 1]
+    read = _json_lines(_node(broker, "consume.js", "secure", "--partition", "0", "--from-beginning", "--max", "2",
+                             address=at, env=_tls_env(pki, tokens["reader"])))
+    assert [line["value"] for line in read] == ["a", "b"]
+    grouped = _json_lines(_node(broker, "consume_group.js", "node", "secure", "--start", "earliest", "--count", "2",
+                                address=at, env=_tls_env(pki, tokens["reader"])))
+    assert sorted(line["value"] for line in grouped) == ["a", "b"]
+    with Admin(broker.address, tls=ClientTLS(pki.ca, pki.client_cert, pki.client_key), token=tokens["writer"]) as admin:
+        assert admin.describe_topic("secure").partitions[0].log_end_offset == 2
+
+
+def test_node_scripts_are_refused_without_token_permission_or_trusted_certificate(secure_broker, pki: Pki) -> None:  # noqa: ANN001, F811
+    """No token: UNAUTHENTICATED; a token without the permission: PERMISSION_DENIED; another CA's certificate: UNAVAILABLE."""
+    broker, tokens = secure_broker
+    at = _by_name(broker)
+    no_token = _node(broker, "produce.js", "secure", stdin="x\n", address=at, env=_tls_env(pki, None))
+    assert no_token.returncode == 1 and no_token.stderr.decode().startswith("produce.js: UNAUTHENTICATED: ")
+    denied = _node(broker, "consume_group.js", "other", "secure", "--count", "1", address=at,
+                   env=_tls_env(pki, tokens["reader"]))
+    assert denied.returncode == 1 and denied.stderr.decode().startswith("consume_group.js: PERMISSION_DENIED: ")
+    assert b"group 'other'" in denied.stderr
+    rogue = _node(broker, "consume.js", "secure", "--partition", "0", "--from-beginning", "--max", "1", address=at,
+                  env=_tls_env(pki, tokens["reader"], pki.rogue_client_cert, pki.rogue_client_key))
+    assert rogue.returncode == 1 and rogue.stderr.decode().startswith("consume.js: UNAVAILABLE: ")
+    half = _node(broker, "consume.js", "secure", "--partition", "0", "--from-beginning", address=at,
+                 env={"LOGSTORE_TLS_CA": str(pki.ca), "LOGSTORE_TLS_CERT": str(pki.client_cert)})
+    assert half.returncode == 2 and b"LOGSTORE_TLS_KEY go together" in half.stderr

@@ -14,7 +14,16 @@
 //   absent `Record.key` or `Record.value` stays undefined, which is how a
 //   null key or value is told from an empty one.
 //
-// Not done here: TLS, authentication, retries.
+// TLS and tokens come from the environment, the same variables the logstore
+// CLI reads (docs/security.md):
+// - LOGSTORE_TLS_CA=FILE: connect with TLS, trusting this CA (PEM);
+//   LOGSTORE_TLS=1: TLS trusting the system's CAs.
+// - LOGSTORE_TLS_CERT=FILE and LOGSTORE_TLS_KEY=FILE: a client certificate
+//   and its key, for a broker that requires mutual TLS.
+// - LOGSTORE_TOKEN=TOKEN: sent as `authorization: Bearer TOKEN` on every call
+//   (by a client interceptor, so it also works without TLS, in clear text).
+//
+// Not done here: retries, reloading certificates.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -56,12 +65,50 @@ function brokerAddress(fromArgs) {
   return fromArgs || process.env.LOGSTORE_BROKER || DEFAULT_BROKER;
 }
 
+// A PEM file named by an environment variable, or null when it is not set.
+function readPem(env, variable) {
+  const file = env[variable];
+  if (!file) return null;
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`${variable}: cannot read ${file}: ${err.message}`);
+  }
+}
+
+// Adds `authorization: Bearer <token>` to the metadata of every call.
+function bearerToken(token) {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+}
+
+// Channel credentials and interceptors from the LOGSTORE_TLS* and
+// LOGSTORE_TOKEN variables (see the top of this file).
+function securityFromEnv(env = process.env) {
+  const ca = readPem(env, 'LOGSTORE_TLS_CA');
+  const cert = readPem(env, 'LOGSTORE_TLS_CERT');
+  const key = readPem(env, 'LOGSTORE_TLS_KEY');
+  if (Boolean(cert) !== Boolean(key)) {
+    throw new UsageError('LOGSTORE_TLS_CERT and LOGSTORE_TLS_KEY go together (mutual TLS needs both)');
+  }
+  const tls = Boolean(ca || cert) || /^(1|true|yes|on)$/i.test(env.LOGSTORE_TLS || '');
+  const credentials = tls ? grpc.credentials.createSsl(ca, key, cert) : grpc.credentials.createInsecure();
+  const token = (env.LOGSTORE_TOKEN || '').trim();
+  return { credentials, interceptors: token ? [bearerToken(token)] : [] };
+}
+
 // Log, Admin and Groups clients sharing one channel to `address`.
 function connect(address) {
   const v1 = loadPackage();
-  const credentials = grpc.credentials.createInsecure();
-  const log = new v1.Log(address, credentials, CHANNEL_OPTIONS);
-  const shared = { ...CHANNEL_OPTIONS, channelOverride: log.getChannel() };
+  const { credentials, interceptors } = securityFromEnv();
+  const options = { ...CHANNEL_OPTIONS, interceptors };
+  const log = new v1.Log(address, credentials, options);
+  const shared = { ...options, channelOverride: log.getChannel() };
   const admin = new v1.Admin(address, credentials, shared);
   const groups = new v1.Groups(address, credentials, shared);
   return { log, admin, groups, close: () => log.close() };
@@ -157,6 +204,7 @@ module.exports = {
   PROTO_ROOT,
   LOADER_OPTIONS,
   brokerAddress,
+  securityFromEnv,
   connect,
   unary,
   int64,
