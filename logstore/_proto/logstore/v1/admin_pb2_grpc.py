@@ -31,6 +31,14 @@ class AdminStub:
     Besides the status codes listed for each RPC, any RPC may fail with
     UNAVAILABLE (the broker is shutting down; retry later), DEADLINE_EXCEEDED
     or CANCELLED (the usual gRPC outcomes), or INTERNAL (a bug in the broker).
+
+    When the broker checks tokens (docs/security.md), any RPC may also fail
+    with UNAUTHENTICATED (no valid `authorization: Bearer` token) or
+    PERMISSION_DENIED (the token's principal lacks the permission the RPC
+    needs on its topic or group; the message names both), and requests over
+    the broker's limits fail with RESOURCE_EXHAUSTED (request size) or
+    INVALID_ARGUMENT (records per request).  Produce quotas never fail a
+    call: they delay it and report `throttle_time_ms`.
     """
 
     def __init__(self, channel):
@@ -72,6 +80,14 @@ class AdminServicer:
     Besides the status codes listed for each RPC, any RPC may fail with
     UNAVAILABLE (the broker is shutting down; retry later), DEADLINE_EXCEEDED
     or CANCELLED (the usual gRPC outcomes), or INTERNAL (a bug in the broker).
+
+    When the broker checks tokens (docs/security.md), any RPC may also fail
+    with UNAUTHENTICATED (no valid `authorization: Bearer` token) or
+    PERMISSION_DENIED (the token's principal lacks the permission the RPC
+    needs on its topic or group; the message names both), and requests over
+    the broker's limits fail with RESOURCE_EXHAUSTED (request size) or
+    INVALID_ARGUMENT (records per request).  Produce quotas never fail a
+    call: they delay it and report `throttle_time_ms`.
     """
 
     def CreateTopic(self, request, context):
@@ -190,6 +206,14 @@ class Admin:
     Besides the status codes listed for each RPC, any RPC may fail with
     UNAVAILABLE (the broker is shutting down; retry later), DEADLINE_EXCEEDED
     or CANCELLED (the usual gRPC outcomes), or INTERNAL (a bug in the broker).
+
+    When the broker checks tokens (docs/security.md), any RPC may also fail
+    with UNAUTHENTICATED (no valid `authorization: Bearer` token) or
+    PERMISSION_DENIED (the token's principal lacks the permission the RPC
+    needs on its topic or group; the message names both), and requests over
+    the broker's limits fail with RESOURCE_EXHAUSTED (request size) or
+    INVALID_ARGUMENT (records per request).  Produce quotas never fail a
+    call: they delay it and report `throttle_time_ms`.
     """
 
     @staticmethod

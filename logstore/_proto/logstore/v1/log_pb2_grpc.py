@@ -40,6 +40,14 @@ class LogStub:
     them again may duplicate them, unless the request is idempotent (it
     carries `producer_id`, see InitProducer): then the broker recognises the
     retry and answers with the original offsets and `duplicate` set.
+
+    When the broker checks tokens (docs/security.md), any RPC may also fail
+    with UNAUTHENTICATED (no valid `authorization: Bearer` token) or
+    PERMISSION_DENIED (the token's principal lacks the permission the RPC
+    needs on its topic or group; the message names both), and requests over
+    the broker's limits fail with RESOURCE_EXHAUSTED (request size) or
+    INVALID_ARGUMENT (records per request).  Produce quotas never fail a
+    call: they delay it and report `throttle_time_ms`.
     """
 
     def __init__(self, channel):
@@ -95,6 +103,14 @@ class LogServicer:
     them again may duplicate them, unless the request is idempotent (it
     carries `producer_id`, see InitProducer): then the broker recognises the
     retry and answers with the original offsets and `duplicate` set.
+
+    When the broker checks tokens (docs/security.md), any RPC may also fail
+    with UNAUTHENTICATED (no valid `authorization: Bearer` token) or
+    PERMISSION_DENIED (the token's principal lacks the permission the RPC
+    needs on its topic or group; the message names both), and requests over
+    the broker's limits fail with RESOURCE_EXHAUSTED (request size) or
+    INVALID_ARGUMENT (records per request).  Produce quotas never fail a
+    call: they delay it and report `throttle_time_ms`.
     """
 
     def InitProducer(self, request, context):
@@ -303,6 +319,14 @@ class Log:
     them again may duplicate them, unless the request is idempotent (it
     carries `producer_id`, see InitProducer): then the broker recognises the
     retry and answers with the original offsets and `duplicate` set.
+
+    When the broker checks tokens (docs/security.md), any RPC may also fail
+    with UNAUTHENTICATED (no valid `authorization: Bearer` token) or
+    PERMISSION_DENIED (the token's principal lacks the permission the RPC
+    needs on its topic or group; the message names both), and requests over
+    the broker's limits fail with RESOURCE_EXHAUSTED (request size) or
+    INVALID_ARGUMENT (records per request).  Produce quotas never fail a
+    call: they delay it and report `throttle_time_ms`.
     """
 
     @staticmethod
