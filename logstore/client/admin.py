@@ -176,7 +176,8 @@ class Admin:
     """A connection to a broker's Admin service (and ``Log.ListOffsets``).
 
     Usable as a context manager; ``close()`` closes the channel unless the
-    channel was lent by another client object.
+    channel was lent by another client object.  ``tls`` (a ``ClientTLS``)
+    and ``token`` connect to a broker that serves TLS or checks tokens.
     """
 
     def __init__(

@@ -631,6 +631,8 @@ class Consumer:
             one of ``topics``.  Topics left out keep the policy they have.
         ack_flush_ms: how long acks may wait to be coalesced into one request.
         timeout: how long to wait for the broker to answer the join, in seconds.
+        tls: connect with TLS (``ClientTLS``); plaintext when None.
+        token: a bearer token sent on every call, for brokers that check tokens.
 
     Ranges of the numeric options are checked by the broker, whose
     ``InvalidArgument`` names the field and the accepted range.

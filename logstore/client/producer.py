@@ -686,6 +686,9 @@ class Producer:
             (from when it was created) before it fails.
         retry_backoff_ms: with idempotence, the pause before a broken stream is
             reopened and its requests sent again.
+        tls: connect with TLS (``ClientTLS``: the CA to trust, and a client
+            certificate for mutual TLS); plaintext when None.
+        token: a bearer token sent on every call, for brokers that check tokens.
     """
 
     def __init__(

@@ -197,6 +197,9 @@ class Reader:
     position: each record is delivered once, through whichever asks first.
     ``iter(reader)`` returns an iterator over the reader's messages (not the
     reader itself), which runs no Python code per message.
+
+    ``tls`` (a ``ClientTLS``) and ``token`` connect to a broker that serves
+    TLS or checks tokens.
     """
 
     def __init__(
