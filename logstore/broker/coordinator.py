@@ -57,7 +57,7 @@ import random
 import threading
 import time
 from dataclasses import replace
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from logstore.broker.assignment import TopicPartition
 from logstore.broker.broker import Acks, Broker, ProduceResult
@@ -88,7 +88,6 @@ from logstore.broker.session import (
     _unforward_locked,
 )
 from logstore.broker.keyorder import KeyScheduler
-from logstore.broker.membership import Group
 from logstore.broker.names import validate_group_name, validate_topic_name
 from logstore.broker.offsets import CommittedOffset, OffsetStore
 from logstore.broker.policies import PolicyStore
@@ -109,6 +108,8 @@ from logstore.errors import (
 from logstore.storage.records import EncodedRecords, record_key
 
 _LOGGER = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DeliveryMode",
@@ -743,22 +744,9 @@ class GroupCoordinator:
 
     def commit_offsets(self, group: str, offsets: Mapping[TopicPartition, CommittedOffset]) -> None:
         """Store offsets for a group whose members commit themselves (no live Consume members)."""
-        validate_group_name(group)
-        state = self._group_state(group, create=True)
-        assert state is not None
-        with state.commit_lock:
-            with state.lock:
-                if state.sessions:
-                    raise FailedPrecondition(
-                        f"group {group!r} has {len(state.sessions)} member(s) on Consume streams; the broker "
-                        "commits for them as they ack; use SeekGroup to move the group"
-                    )
-            self._offsets.commit(group, offsets)
-            with state.lock:
-                for tp, committed in offsets.items():
-                    part = state.parts.get(tp)
-                    if part is not None:
-                        part.reset(committed.offset)
+        self._commit_for_self_committing(
+            group, offsets, "use SeekGroup to move the group", lambda: self._offsets.commit(group, offsets)
+        )
 
     def produce_and_commit(
         self,
@@ -772,6 +760,18 @@ class GroupCoordinator:
     ) -> ProduceResult:
         """Append ``records`` and commit ``offsets`` atomically (see ``transact``), for a group
         whose members commit themselves (no live Consume members)."""
+        return self._commit_for_self_committing(
+            group, offsets, "so ProduceAndCommit cannot commit for it",
+            lambda: produce_and_commit(
+                self._broker, self._offsets, group, offsets, if_committed, topic, partition, records, producer
+            ),
+        )
+
+    def _commit_for_self_committing(
+        self, group: str, offsets: Mapping[TopicPartition, CommittedOffset], advice: str, commit: Callable[[], _T]
+    ) -> _T:
+        """Run ``commit`` for a group without live Consume members (else FailedPrecondition
+        ending with ``advice``), then move the group's in-memory positions to ``offsets``."""
         validate_group_name(group)
         state = self._group_state(group, create=True)
         assert state is not None
@@ -780,11 +780,9 @@ class GroupCoordinator:
                 if state.sessions:
                     raise FailedPrecondition(
                         f"group {group!r} has {len(state.sessions)} member(s) on Consume streams; the broker "
-                        "commits for them as they ack, so ProduceAndCommit cannot commit for it"
+                        f"commits for them as they ack; {advice}"
                     )
-            result = produce_and_commit(
-                self._broker, self._offsets, group, offsets, if_committed, topic, partition, records, producer
-            )
+            result = commit()
             with state.lock:
                 for tp, committed in offsets.items():
                     part = state.parts.get(tp)

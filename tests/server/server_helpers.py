@@ -246,3 +246,37 @@ def partition_dirs(data_dir: Path, topic: str) -> list[Path]:
     root = Path(data_dir) / "topics" / topic
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
+
+class BrokerProcess:
+    """One broker data directory and port, served by a child process that is SIGKILLed and restarted."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.stderr: list[str] = []
+        """What each killed broker wrote to stderr (warnings and errors), one entry per life."""
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = start_broker_process(self.data_dir, self.port)
+
+    def kill(self) -> None:
+        """SIGKILL; keep what the broker wrote to stderr.  Fails if it had exited by itself."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(15)
+        assert proc.returncode == -signal.SIGKILL, f"the broker exited with {proc.returncode} before it was killed"
+        assert proc.stderr is not None
+        self.stderr.append(proc.stderr.read().decode(errors="replace"))
+        kill_process(proc)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        text = "".join(f"--- broker life {i} ---\n{t}" for i, t in enumerate(self.stderr) if t.strip())
+        return text[-chars:]

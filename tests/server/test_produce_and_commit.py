@@ -8,7 +8,6 @@ Everything goes through the generated stubs, as a client in any language would u
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from logstore._proto.logstore.v1 import log_pb2, log_pb2_grpc
 from logstore.server.app import RunningServer
 
 from group_helpers import RawMember
-from server_helpers import expect_status, fetch_range, free_port, kill_process, precord, start_broker_process
+from server_helpers import BrokerProcess, expect_status, fetch_range, precord
 
 CHANNEL_OPTIONS = [
     ("grpc.use_local_subchannel_pool", 1),
@@ -39,41 +38,6 @@ INPUT_RECORDS = 2000
 OUTPUT_PARTITIONS = 2
 KILLS = 20
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-# -- the broker child process ----------------------------------------------------------------------
-
-
-class BrokerProcess:
-    """One data directory and port, served by a child process that is SIGKILLed and restarted."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.stderr: list[str] = []
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = start_broker_process(self.data_dir, self.port)
-
-    def kill(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(15)
-        assert proc.returncode == -9, f"the broker exited with {proc.returncode} before it was killed"
-        assert proc.stderr is not None
-        self.stderr.append(proc.stderr.read().decode(errors="replace"))
-        kill_process(proc)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return "".join(f"--- broker life {i} ---\n{t}" for i, t in enumerate(self.stderr) if t.strip())[-chars:]
 
 
 # -- the read-process-write service ------------------------------------------------------------------

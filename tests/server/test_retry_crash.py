@@ -10,7 +10,6 @@ fail the test, with the whereabouts of every missing record in the message.
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from logstore._proto.logstore.v1 import admin_pb2, admin_pb2_grpc, groups_pb2 as
 from logstore._proto.logstore.v1 import log_pb2, log_pb2_grpc
 
 from group_helpers import Got, RawMember
-from server_helpers import fetch_range, free_port, kill_process, precord, start_broker_process
+from server_helpers import BrokerProcess, fetch_range, precord
 
 TOPIC = "orders"
 GROUP = "crm"
@@ -40,42 +39,6 @@ CHANNEL_OPTIONS = [
 process-wide subchannel pool (its calls would fail at once, in reconnect backoff), and a channel
 that outlives a broker reconnects within 250 ms of its restart (the default backoff grows to
 minutes)."""
-
-# -- the broker child process --------------------------------------------------------------------
-
-
-class BrokerProcess:
-    """One broker data directory and port, served by a child process that is killed and restarted."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.stderr: list[str] = []
-        """What each killed broker wrote to stderr (warnings and errors), one entry per life."""
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = start_broker_process(self.data_dir, self.port)
-
-    def kill(self) -> None:
-        """SIGKILL; keep what the broker wrote to stderr."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(15)
-        assert proc.stderr is not None
-        self.stderr.append(proc.stderr.read().decode(errors="replace"))
-        kill_process(proc)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        text = "".join(f"--- broker life {i} ---\n{t}" for i, t in enumerate(self.stderr) if t.strip())
-        return text[-chars:]
 
 
 def channel_to(broker: BrokerProcess) -> grpc.Channel:
