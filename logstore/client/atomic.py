@@ -134,7 +134,7 @@ class AtomicWriter:
         backoff = 0.05
         while True:
             try:
-                return method(request, timeout=self._timeout)
+                return method(request, timeout=self._timeout, wait_for_ready=True)
             except grpc.RpcError as exc:
                 if exc.code() not in _RETRIABLE or time.monotonic() + backoff > deadline:
                     raise translate_rpc_error(exc, self.target) from None
