@@ -50,7 +50,10 @@ broker remembers the last 5 batches per producer and partition.  A request
 the broker refuses for good (e.g. the topic was deleted, the producer was
 fenced) fails its records; later requests to that partition that were
 already in flight fail too (the broker refuses them as out of order) and
-the next ones continue the sequence.
+the next ones continue the sequence.  When the broker has no state for the
+producer on a partition (the topic was deleted and recreated, or the
+producer was idle past the broker's 7-day expiry), the producer numbers
+its records there from 0 again and resends.
 
 What the producer does not guarantee:
 - With ``idempotent=False`` (or ``acks="none"``, which implies it) there
@@ -75,6 +78,7 @@ What the producer does not guarantee:
 from __future__ import annotations
 
 import collections
+import copy
 import itertools
 import logging
 import random
@@ -99,6 +103,7 @@ from logstore.errors import (
     LogClosed,
     LogstoreError,
     NotFound,
+    OutOfOrderSequence,
     RecordTooLarge,
     ResourceExhausted,
 )
@@ -129,6 +134,19 @@ _FRAMED_KEY_LIMIT = 256  # longer keys are not copied into a cached framing, onl
 _VALUE_CACHE_LIMIT = 1 << 12  # value lengths whose keyless record framing is remembered per topic
 _SEND_MANY_SLICE = 8192  # send_many queues at most this many records per lock acquisition
 _IDLE_WAKE_S = 0.1  # the sender checks request deadlines and metadata age this often when idle
+
+_NO_STATE = "has no batch on this partition"
+"""In an OutOfOrderSequence message: the broker has no state for the producer on the partition."""
+_MAX_RESEQUENCES = 3
+
+
+def _with_message(exc: LogstoreError, message: str) -> LogstoreError:
+    """A copy of ``exc`` (same class and attributes) with another message."""
+    clone = copy.copy(exc)
+    clone.message = message
+    clone.args = (message,)
+    return clone
+
 
 _RETRIABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 """Stream failures an idempotent producer retries (the broker deduplicates what it had appended)."""
@@ -384,7 +402,7 @@ class _Batch:
     __slots__ = (
         "topic", "partition", "registry", "parts", "room", "count", "limit", "created", "force",
         "cond", "state", "base_offset", "append_time", "exception", "watched",
-        "request_id", "sent_at", "data", "sequence", "doomed",
+        "request_id", "sent_at", "data", "sequence", "doomed", "resequenced",
     )
 
     def __init__(self, topic: str, partition: int, limit: int, now: float, registry: dict) -> None:
@@ -408,6 +426,7 @@ class _Batch:
         self.data: bytes | None = None  # the encoded records, kept from the first send for retries
         self.sequence = -1  # idempotent: the sequence of the first record, assigned at the first send
         self.doomed: LogstoreError | None = None  # an earlier batch to the partition failed for good
+        self.resequenced = 0  # times renumbered because the broker had no state for the producer
 
     @property
     def size(self) -> int:
@@ -1506,13 +1525,37 @@ class Producer:
             if status.code == grpc.StatusCode.UNAVAILABLE.value[0] and not self._abandoned:
                 return error
             if batch.doomed is not None:
-                error = type(batch.doomed)(
-                    f"not appended: an earlier request to {batch.topic}/{batch.partition} failed: {batch.doomed}"
+                error = _with_message(
+                    batch.doomed,
+                    f"not appended: an earlier request to {batch.topic}/{batch.partition} failed: {batch.doomed}",
                 )
+            elif (
+                isinstance(error, OutOfOrderSequence) and _NO_STATE in error.message
+                and not self._abandoned and batch.resequenced < _MAX_RESEQUENCES
+            ):
+                self._restart_sequences(stream, batch)
+                return error
             else:
                 self._give_up_sequence(stream, batch, error)
         self._finish(batch, -1, 0, error)
         return None
+
+    def _restart_sequences(self, stream: _Stream, batch: _Batch) -> None:
+        """The broker has no state for this producer on ``batch``'s partition (the topic was
+        recreated, or the producer idled past the broker's expiry), so nothing numbered from
+        ``batch`` on was appended: renumber it and the partition's later batches from 0.
+        The caller then ends the stream, so they are all sent again in order."""
+        key = (batch.topic, batch.partition)
+        with self._lock:
+            following = 0
+            for later in (batch, *stream.inflight, *self._full):
+                if (later.topic, later.partition) == key and later.sequence >= 0:
+                    later.sequence = following
+                    later.resequenced += 1
+                    following = (following + later.count) % _SEQUENCE_MODULUS
+            self._sequences[key] = following
+        _LOGGER.info("broker %s forgot this producer on %s/%d; numbering its records there from 0 again",
+                     self.target, batch.topic, batch.partition)
 
     def _give_up_sequence(self, stream: _Stream, batch: _Batch, error: LogstoreError) -> None:
         """``batch`` failed for good, so its sequences were never used: the next batch to

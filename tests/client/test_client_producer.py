@@ -419,3 +419,18 @@ def test_idempotent_requests_are_canonical_so_the_broker_reuses_their_record_byt
     assert request.produce.producer_epoch == epoch and request.produce.base_sequence == first_sequence
     assert request.produce.HasField("producer_id")
     assert _received_records(log_pb2.ProduceRequest.FromString(produce_raw), produce_raw) is not None
+
+
+def test_an_idempotent_producer_keeps_working_after_its_topic_is_deleted_and_recreated(broker: str, make_topic, admin: Admin) -> None:
+    """A recreated topic has no state for the producer: sends fail while it is gone, then number from 0 again."""
+    topic = make_topic(1)
+    with Producer(broker, linger_ms=0) as producer:
+        assert [producer.send(topic, b"before-%d" % i, partition=0).result(10).offset for i in range(5)] == list(range(5))
+        admin.delete_topic(topic)
+        with pytest.raises(errors.NotFound):
+            producer.send(topic, b"while-gone", partition=0).result(10)
+        admin.create_topic(topic, 1)
+        offsets = [producer.send(topic, b"after-%d" % i, partition=0).result(10).offset for i in range(5)]
+    assert offsets == list(range(5))
+    with Reader(broker, topic, start="earliest", follow=False) as reader:
+        assert [m.value for m in reader] == [b"after-%d" % i for i in range(5)]
