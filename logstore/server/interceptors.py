@@ -26,10 +26,11 @@ lookup.  Quota bytes are the length of the request as received when the
 servicer kept it (Produce, ProduceStream), else ``ByteSize()``, computed
 only for a principal that has a quota.
 
-What this does NOT guarantee: a refused ProduceStream message ends the
-stream with the refusal's status (requests before it were answered; those
-after it were not handled), unlike Produce errors, which the stream
-reports per request.  A throttled request holds a worker thread while it
+A refused ProduceStream message is answered in its place with the refusal's
+status as a per-request ``error`` (``status.Refused``), and the stream goes
+on, like any other failed request.
+
+What this does NOT guarantee: a throttled request holds a worker thread while it
 waits; one whose call ends meanwhile (cancelled, server stopping) is dropped
 unappended.  List answers are filtered after paging, so a page may hold fewer
 than ``page_size`` entries (even none) and still have a next page token.
@@ -51,7 +52,7 @@ from logstore.server.auth import ANONYMOUS
 from logstore.server.authz import AUTHENTICATED_ONLY, RULES, UNCHECKED, Grants, check, visible_group, visible_topic
 from logstore.server.limits import QuotaRegistry, monotonic_ms
 from logstore.server.security import SecurityConfig
-from logstore.server.status import BadRequest
+from logstore.server.status import BadRequest, Refused
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -247,7 +248,6 @@ class SecurityInterceptor(grpc.ServerInterceptor):
         quotas = self._quotas
 
         def produce_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            refused: list[LogstoreError] = []
             waits: collections.deque[int] = collections.deque()
             done: list[threading.Event | None] = [None]
 
@@ -258,8 +258,10 @@ class SecurityInterceptor(grpc.ServerInterceptor):
                         try:
                             self._admit(caller, message, message.produce.records, "a ProduceStream request")
                         except LogstoreError as exc:
-                            refused.append(exc)
-                            return  # the servicer answers what came before, then the stream ends
+                            if quotas is not None:
+                                waits.append(0)
+                            yield Refused(message.request_id, exc)  # answered in its place; the stream goes on
+                            continue
                         if quotas is not None:
                             waited, done[0] = self._throttle(caller, message.produce, raw, context, done[0])
                             waits.append(waited)
@@ -279,8 +281,6 @@ class SecurityInterceptor(grpc.ServerInterceptor):
                 close = getattr(responses, "close", None)
                 if close is not None:
                     close()
-            if refused:
-                _abort(context, refused[0])
 
         return produce_stream
 

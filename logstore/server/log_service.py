@@ -21,6 +21,7 @@ from logstore.errors import InvalidArgument, LogClosed, LogstoreError, NotFound
 from logstore.server import wire
 from logstore.server.status import (
     BadRequest,
+    Refused,
     safe_deserializer,
     status_code,
     translate_errors,
@@ -166,6 +167,12 @@ class LogService:
         for received in request_iterator:
             if isinstance(received, BadRequest):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, received.error)
+            if isinstance(received, Refused):  # by the security interceptor: answered in its place
+                yield log_pb2.ProduceStreamResponse(
+                    request_id=received.request_id,
+                    error=log_pb2.Status(code=status_code(received.error).value[0], message=received.error.message),
+                )
+                continue
             item = received.message
             try:
                 if not item.HasField("produce"):

@@ -13,7 +13,7 @@ from logstore.errors import InvalidArgument, LogstoreError
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["status_code", "translate_errors", "safe_deserializer", "BadRequest"]
+__all__ = ["status_code", "translate_errors", "safe_deserializer", "BadRequest", "Refused"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +28,18 @@ class BadRequest:
     __slots__ = ("error",)
 
     def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class Refused:
+    """Stands in for a message of a request stream that the interceptor refused
+    (permission, limits): the servicer answers it with ``error`` in its place in
+    the stream and goes on with the next one."""
+
+    __slots__ = ("request_id", "error")
+
+    def __init__(self, request_id: int, error: LogstoreError) -> None:
+        self.request_id = request_id
         self.error = error
 
 

@@ -128,21 +128,19 @@ def test_produce_needs_produce_on_the_topic(secured: RunningServer, stubs, token
             producer.send("orders", b"no").result(timeout=10)
 
 
-def test_produce_stream_refuses_a_forbidden_message_after_answering_the_earlier_ones(stubs, tokens: Tokens) -> None:  # noqa: ANN001
-    """On ProduceStream each message is checked: allowed ones are answered, a forbidden one ends the stream."""
+def test_produce_stream_answers_a_forbidden_message_with_its_error_and_goes_on(stubs, tokens: Tokens) -> None:  # noqa: ANN001
+    """On ProduceStream each message is checked: a forbidden one is answered PERMISSION_DENIED in its place, the rest are appended."""
     log, _, _ = stubs
     requests = [
         log_pb2.ProduceStreamRequest(request_id=1, produce=produce_request("orders", b"a")),
         log_pb2.ProduceStreamRequest(request_id=2, produce=produce_request("secret", b"b")),
         log_pb2.ProduceStreamRequest(request_id=3, produce=produce_request("orders", b"c")),
     ]
-    call = log.ProduceStream(iter(requests), metadata=md(tokens["producer"]), timeout=10)
-    answered = []
-    with pytest.raises(grpc.RpcError) as caught:
-        for response in call:
-            answered.append(response.request_id)
-    assert answered == [1]
-    assert caught.value.code() == DENIED and "topic 'secret'" in caught.value.details()
+    answers = list(log.ProduceStream(iter(requests), metadata=md(tokens["producer"]), timeout=10))
+    assert [a.request_id for a in answers] == [1, 2, 3]
+    assert [a.WhichOneof("result") for a in answers] == ["response", "error", "response"]
+    assert answers[1].error.code == DENIED.value[0] and "topic 'secret'" in answers[1].error.message
+    assert answers[2].response.partitions[0].base_offset == answers[0].response.partitions[0].base_offset + 1
 
 
 def test_init_producer_needs_produce_somewhere(stubs, tokens: Tokens) -> None:  # noqa: ANN001

@@ -69,13 +69,13 @@ def test_too_many_records_are_invalid_argument_on_every_produce_rpc(limited: Run
         stream = log.ProduceStream(iter([
             log_pb2.ProduceStreamRequest(request_id=1, produce=produce(3)),
             log_pb2.ProduceStreamRequest(request_id=2, produce=produce(11)),
+            log_pb2.ProduceStreamRequest(request_id=3, produce=produce(4)),
         ]), timeout=10)
-        answered = []
-        with pytest.raises(grpc.RpcError) as caught:
-            for answer in stream:
-                answered.append(answer.request_id)
-        assert answered == [1]
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 10" in caught.value.details()
+        answers = list(stream)  # the stream goes on after the refused request
+        assert [a.request_id for a in answers] == [1, 2, 3]
+        assert [a.WhichOneof("result") for a in answers] == ["response", "error", "response"]
+        assert answers[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "at most 10" in answers[1].error.message
+        assert answers[2].response.partitions[0].record_count == 4
     still_serving(limited.address)
 
 
