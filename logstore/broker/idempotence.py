@@ -14,9 +14,15 @@ record per registration::
                 8     2  producer_epoch  int16, >= 0
 
 Replaying the topic gives each client id its producer id and latest epoch,
-each producer id its latest epoch, and the next free id (one past the
-largest).  A registration is appended durably before it is answered, so an
-id is never handed out twice and a fenced epoch stays fenced after a crash.
+and the next free id (one past the largest recorded).  A named
+registration is appended durably before it is answered, so a fenced epoch
+stays fenced after a crash.  Anonymous producers (no client id) can never
+be fenced, so they are not recorded one by one: the registry reserves ids
+``ID_BLOCK`` at a time with one record (key null, the block's last id,
+epoch 0) and hands them out from memory.  After a restart, ids resume after
+the last reserved block, so no id is ever handed out twice, and any id
+below the next free one that no client id owns is a valid anonymous
+producer at epoch 0.
 
 **Exactly-once appends** (``append_idempotent``): under the partition's
 ``producer_lock``, the batch is checked against the partition's
@@ -97,6 +103,8 @@ _REGISTRATION = struct.Struct(
 assert _REGISTRATION.size == 10, _REGISTRATION.size
 
 _SCAN_BYTES = 4 << 20
+ID_BLOCK = 1000
+"""Anonymous producer ids reserved per record in ``__producers``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +150,11 @@ class ProducerRegistry:
         self._loaded = False
         self._by_client: dict[bytes, ProducerId] = {}
         self._epochs: dict[int, int] = {}
+        """Latest epoch of each named producer id (anonymous ids are always at epoch 0)."""
         self._next_id = 0
+        """The next id to hand out."""
+        self._reserved = 0
+        """Ids below this are durably taken (named, or in a reserved block)."""
 
     def _partition_locked(self, create: bool) -> Partition | None:
         try:
@@ -175,17 +187,25 @@ class ProducerRegistry:
                     header = HEADER.unpack_from(raw, 0)
                     offset = header[0] + header[5]
         self._loaded = True
-        _LOGGER.info("producer registry: %d producer id(s), next id %d", len(self._epochs), self._next_id)
+        _LOGGER.info("producer registry: %d named producer(s), next id %d", len(self._epochs), self._next_id)
 
     def _apply(self, record: Record) -> None:
+        """Replay one record: a named registration, or an anonymous block (or single id)."""
         if record.value is None or len(record.value) != _REGISTRATION.size:
             _LOGGER.warning("%s: skipping a malformed registration", PRODUCERS_TOPIC)
             return
         pid, epoch = _REGISTRATION.unpack(record.value)
         if record.key:
             self._by_client[bytes(record.key)] = ProducerId(pid, epoch)
-        self._epochs[pid] = max(epoch, self._epochs.get(pid, -1))
+            self._epochs[pid] = max(epoch, self._epochs.get(pid, -1))
+        self._reserved = max(self._reserved, pid + 1)
         self._next_id = max(self._next_id, pid + 1)
+
+    def _append_locked(self, key: bytes | None, producer_id: int, epoch: int) -> None:
+        p = self._partition_locked(create=True)
+        assert p is not None
+        p.log.append_records([Record(key, _REGISTRATION.pack(producer_id, epoch), (), self._broker.clock())])
+        p.log.flush()
 
     def init_producer(self, client_id: str = "") -> ProducerId:
         """A new producer id at epoch 0, or, for a known ``client_id``, its id at the next
@@ -193,7 +213,14 @@ class ProducerRegistry:
         key = _check_client_id(client_id)
         with self._lock:
             self._load_locked()
-            known = self._by_client.get(key) if key else None
+            if not key:
+                if self._next_id >= self._reserved:
+                    self._append_locked(None, self._next_id + ID_BLOCK - 1, 0)
+                    self._reserved = self._next_id + ID_BLOCK
+                issued = ProducerId(self._next_id, 0)
+                self._next_id += 1
+                return issued
+            known = self._by_client.get(key)
             if known is None:
                 issued = ProducerId(self._next_id, 0)
             elif known.epoch >= MAX_EPOCH:
@@ -202,12 +229,8 @@ class ProducerRegistry:
                 )
             else:
                 issued = ProducerId(known.producer_id, known.epoch + 1)
-            p = self._partition_locked(create=True)
-            assert p is not None
-            value = _REGISTRATION.pack(issued.producer_id, issued.epoch)
-            p.log.append_records([Record(key if key else None, value, (), self._broker.clock())])
-            p.log.flush()
-            self._apply(Record(key if key else None, value, (), 0))
+            self._append_locked(key, issued.producer_id, issued.epoch)
+            self._apply(Record(key, _REGISTRATION.pack(issued.producer_id, issued.epoch), (), 0))
         _LOGGER.info("registered producer id %d epoch %d%s", issued.producer_id, issued.epoch,
                      f" for client id {client_id!r}" if key else "")
         return issued
@@ -217,6 +240,8 @@ class ProducerRegistry:
         with self._lock:
             self._load_locked()
             latest = self._epochs.get(producer_id)
+            if latest is None and 0 <= producer_id < self._next_id:
+                latest = 0  # anonymous: handed out from a reserved block, never fenced
         if latest is None:
             raise UnknownProducer(
                 f"producer id {producer_id} was never issued by this broker; call InitProducer first"

@@ -244,6 +244,32 @@ def test_registry_survives_close_and_reopen(data_dir):
         broker.close()
 
 
+def test_anonymous_ids_are_reserved_in_blocks_and_never_reissued_after_a_restart(data_dir):
+    """2,500 anonymous registrations write 3 registry records, not 2,500; after a restart every issued id still
+    produces at epoch 0, new ids come after every id handed out, and ids past them are unknown."""
+    broker = open_broker(data_dir)
+    issued = [broker.init_producer() for _ in range(2_500)]
+    named = broker.init_producer("named")
+    assert len({p.producer_id for p in issued}) == 2_500 and named.producer_id not in {p.producer_id for p in issued}
+    assert broker.topic(PRODUCERS_TOPIC).partitions[0].log.log_end_offset == 3 + 1  # 3 blocks + the named one
+    broker.close()
+
+    broker = open_broker(data_dir)
+    try:
+        for p in (issued[0], issued[1_234], issued[-1]):
+            assert not produce(broker, 0, p.producer_id, 0, 0, 1).duplicate
+        with pytest.raises(UnknownProducer):
+            produce(broker, 0, issued[5].producer_id, 1, 0, 1)  # anonymous ids only ever have epoch 0
+        fresh = broker.init_producer()
+        assert fresh.producer_id > max(p.producer_id for p in issued) and fresh.producer_id != named.producer_id
+        with pytest.raises(UnknownProducer):
+            produce(broker, 0, fresh.producer_id + 10 * 1000, 0, 0, 1)
+        again = broker.init_producer("named")
+        assert (again.producer_id, again.epoch) == (named.producer_id, 1)
+    finally:
+        broker.close()
+
+
 def test_stamp_and_request_shape_are_validated(broker):
     """Out-of-range stamps and an idempotent produce to two partitions are InvalidArgument; nothing appended."""
     with pytest.raises(InvalidArgument):
