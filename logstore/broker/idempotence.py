@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING
 
 from logstore.broker.config import TopicConfig
 from logstore.broker.producerstate import AppendedBatch, ProducerStates
+from logstore.broker.stored import iter_batches
 from logstore.broker.topic import Partition
 from logstore.errors import (
     AlreadyExists,
@@ -102,7 +103,6 @@ _REGISTRATION = struct.Struct(
 )
 assert _REGISTRATION.size == 10, _REGISTRATION.size
 
-_SCAN_BYTES = 4 << 20
 ID_BLOCK = 1000
 """Anonymous producer ids reserved per record in ``__producers``."""
 
@@ -174,18 +174,9 @@ class ProducerRegistry:
             return
         p = self._partition_locked(create=False)
         if p is not None:
-            offset = p.log.log_start_offset
-            end = p.log.log_end_offset
-            while offset < end:
-                batches = p.log.read(offset, _SCAN_BYTES)
-                if not batches:
-                    break
-                for raw in batches:
-                    for rec_offset, record in iter_batch_records(raw):
-                        if rec_offset >= offset:
-                            self._apply(record)
-                    header = HEADER.unpack_from(raw, 0)
-                    offset = header[0] + header[5]
+            for raw in iter_batches(p.log, p.log.log_start_offset):
+                for _offset, record in iter_batch_records(raw):
+                    self._apply(record)
         self._loaded = True
         _LOGGER.info("producer registry: %d named producer(s), next id %d", len(self._epochs), self._next_id)
 
@@ -282,19 +273,12 @@ def load_states(p: Partition, now_ms: int) -> ProducerStates:
                     "scanning the log instead",
                     p.topic, p.index, snap_offset, end,
                 )
-    offset = start
     scanned = 0
-    seen_ms = now_ms
-    while offset < end:
-        batches = log.read(offset, _SCAN_BYTES)
-        if not batches:
-            break
-        for raw in batches:
-            (base, _len, _m, _crc, _attrs, count, _first, max_ts, pid, epoch, seq) = HEADER.unpack_from(raw, 0)
-            if base >= offset:
-                states.observe(pid, epoch, seq, count, base, max_ts, seen_ms)
-                scanned += 1
-            offset = base + count
+    for raw in iter_batches(log, start, end):
+        (base, _len, _m, _crc, _attrs, count, _first, max_ts, pid, epoch, seq) = HEADER.unpack_from(raw, 0)
+        if base >= start:  # a batch straddling the snapshot offset was taken into account before it
+            states.observe(pid, epoch, seq, count, base, max_ts, now_ms)
+            scanned += 1
     _LOGGER.debug("%s/%d: producer state of %d producer(s), %d batch header(s) scanned", p.topic, p.index, len(states), scanned)
     return states
 

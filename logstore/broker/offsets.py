@@ -108,6 +108,7 @@ from logstore.broker.broker import Acks, Broker
 from logstore.broker.config import TopicConfig
 from logstore.broker.names import validate_group_name, validate_topic_name
 from logstore.broker.partitioner import partition_for_key
+from logstore.broker.stored import iter_batches
 from logstore.broker.topic import Partition
 from logstore.errors import AlreadyExists, CorruptBatch, FailedPrecondition, InvalidArgument, NotFound
 from logstore.storage.batch import HEADER
@@ -175,7 +176,6 @@ _ENTRY_KEY_LENGTH = struct.Struct("<H")
 _ENTRY_VALUE_LENGTH = struct.Struct("<I")
 
 _INT64_MAX = (1 << 63) - 1
-_READ_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,28 +376,21 @@ class OffsetStore:
     def _replay(self) -> None:
         records = skipped = 0
         for partition in self._partitions:
-            log = partition.log
-            offset, end = log.log_start_offset, log.log_end_offset
-            while offset < end:
-                batches = log.read(offset, _READ_BYTES)
-                if not batches:
-                    break
-                for batch in batches:
-                    base, length, _magic, _crc, _attributes, count = HEADER.unpack_from(batch, 0)[:6]
-                    offset = base + count
-                    try:
-                        for delta, record in decode_records(batch, HEADER.size, length):
-                            records += 1
-                            if not self._apply_stored(record):
-                                skipped += 1
-                                _LOGGER.warning(
-                                    "%s/%d offset %d: not an offset commit record; skipped",
-                                    OFFSETS_TOPIC, partition.index, base + delta,
-                                )
-                    except CorruptBatch as exc:
-                        skipped += 1
-                        _LOGGER.error("%s/%d batch at %d: %s; rest of the batch skipped",
-                                      OFFSETS_TOPIC, partition.index, base, exc)
+            for batch in iter_batches(partition.log, partition.log.log_start_offset):
+                base, length = HEADER.unpack_from(batch, 0)[:2]
+                try:
+                    for delta, record in decode_records(batch, HEADER.size, length):
+                        records += 1
+                        if not self._apply_stored(record):
+                            skipped += 1
+                            _LOGGER.warning(
+                                "%s/%d offset %d: not an offset commit record; skipped",
+                                OFFSETS_TOPIC, partition.index, base + delta,
+                            )
+                except CorruptBatch as exc:
+                    skipped += 1
+                    _LOGGER.error("%s/%d batch at %d: %s; rest of the batch skipped",
+                                  OFFSETS_TOPIC, partition.index, base, exc)
         _LOGGER.info(
             "replayed %d record(s) of %s (%d skipped): %d group(s) with committed offsets",
             records, OFFSETS_TOPIC, skipped, len(self._offsets),

@@ -16,10 +16,33 @@ import bisect
 from typing import Iterator
 
 from logstore.broker.topic import Partition
+from logstore.storage.log import PartitionLog
 from logstore.storage.batch import ATTR_TIMESTAMP_LOG_APPEND, HEADER, HEADER_SIZE
 from logstore.storage.records import EncodedRecords, decode_records, record_spans
 
-__all__ = ["iter_framed", "read_framed", "encoded"]
+__all__ = ["iter_batches", "iter_framed", "read_framed", "encoded"]
+
+_READ_BYTES = 4 << 20
+
+
+def iter_batches(log: PartitionLog, start: int, end: int | None = None) -> Iterator[bytes]:
+    """The stored batches holding offsets from ``start`` (or the log start) up to ``end``
+    (default: the log end when called), in order; the first may begin before ``start``
+    and the last may run past ``end``."""
+    stop = log.log_end_offset if end is None else end
+    offset = max(start, log.log_start_offset)
+    while offset < stop:
+        batches = log.read(offset, _READ_BYTES)
+        if not batches:
+            return
+        for batch in batches:
+            base, _length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+            if base + count <= offset:
+                continue
+            if base >= stop:
+                return
+            yield batch
+            offset = base + count
 
 
 def iter_framed(partition: Partition, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
@@ -27,21 +50,14 @@ def iter_framed(partition: Partition, start: int, end: int | None = None) -> Ite
     log end when called)."""
     log = partition.log
     stop = log.log_end_offset if end is None else end
-    offset = max(start, log.log_start_offset)
-    while offset < stop:
-        batches = log.read(offset, 1 << 20)
-        if not batches:
-            return
-        for batch in batches:
-            base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
-            if base + count <= offset:
-                continue
-            spans = record_spans(batch, HEADER_SIZE, length)
-            for i in range(max(0, offset - base), count):
-                if base + i >= stop:
-                    return
-                yield base + i, bytes(batch[spans[i] : spans[i + 1]])
-            offset = base + count
+    first = max(start, log.log_start_offset)
+    for batch in iter_batches(log, first, stop):
+        base, length, _m, _c, _a, count = HEADER.unpack_from(batch, 0)[:6]
+        spans = record_spans(batch, HEADER_SIZE, length)
+        for i in range(max(0, first - base), count):
+            if base + i >= stop:
+                return
+            yield base + i, bytes(batch[spans[i] : spans[i + 1]])
 
 
 def read_framed(partition: Partition, offsets: list[int]) -> dict[int, tuple[bytes, int]]:

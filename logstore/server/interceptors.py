@@ -203,6 +203,19 @@ class SecurityInterceptor(grpc.ServerInterceptor):
         return delay, done
 
     def _produce(self, behavior: Callable, caller: _Caller) -> Callable:
+        return self._unary_produce(behavior, caller, "a Produce request", lambda m: m, lambda r: r)
+
+    def _produce_and_commit(self, behavior: Callable, caller: _Caller) -> Callable:
+        return self._unary_produce(
+            behavior, caller, "a ProduceAndCommit request", lambda m: m.produce, lambda r: r.produce, keeps_raw=False
+        )
+
+    def _unary_produce(
+        self, behavior: Callable, caller: _Caller, what: str, produce_of: Callable[[Any], Any],
+        answer_of: Callable[[Any], Any], *, keeps_raw: bool = True,
+    ) -> Callable:
+        """A unary produce behavior (``produce_of(request)`` is its ProduceRequest, ``answer_of(response)``
+        its ProduceResponse): admitted, then charged to the quota, the wait reported in the answer."""
         quotas = self._quotas
 
         def produce(request: Any, context: grpc.ServicerContext) -> Any:
@@ -210,39 +223,18 @@ class SecurityInterceptor(grpc.ServerInterceptor):
             if message is None:
                 return behavior(request, context)
             try:
-                self._admit(caller, message, message.records, "a Produce request")
+                self._admit(caller, message, produce_of(message).records, what)
             except LogstoreError as exc:
                 _abort(context, exc)
             if quotas is None:
                 return behavior(request, context)
-            waited, _ = self._throttle(caller, message, raw, context, None)
+            waited, _ = self._throttle(caller, produce_of(message), raw if keeps_raw else None, context, None)
             response = behavior(request, context)
-            if waited and isinstance(response, log_pb2.ProduceResponse):
-                response.throttle_time_ms = waited
+            if waited and isinstance(response, (log_pb2.ProduceResponse, groups_pb2.ProduceAndCommitResponse)):
+                answer_of(response).throttle_time_ms = waited
             return response
 
         return produce
-
-    def _produce_and_commit(self, behavior: Callable, caller: _Caller) -> Callable:
-        quotas = self._quotas
-
-        def produce_and_commit(request: Any, context: grpc.ServicerContext) -> Any:
-            message, raw = _unwrap(request)
-            if message is None:
-                return behavior(request, context)
-            try:
-                self._admit(caller, message, message.produce.records, "a ProduceAndCommit request")
-            except LogstoreError as exc:
-                _abort(context, exc)
-            if quotas is None:
-                return behavior(request, context)
-            waited, _ = self._throttle(caller, message.produce, None, context, None)
-            response = behavior(request, context)
-            if waited and isinstance(response, groups_pb2.ProduceAndCommitResponse):
-                response.produce.throttle_time_ms = waited
-            return response
-
-        return produce_and_commit
 
     def _produce_stream(self, behavior: Callable, caller: _Caller) -> Callable:
         quotas = self._quotas
